@@ -1,0 +1,45 @@
+# Tollway: `make run` serves the quickstart gateway; `make test` runs every test tier.
+# Each target installs what it needs on first use (virtualenv, control-plane binaries) and says so.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install run test test-unit e2e controlplane lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@echo ">> setting up the virtualenv in $(VENV) (first run only)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+run: install
+	@scripts/run-quickstart.sh
+
+test: install controlplane
+	@$(BIN)/pytest tests
+	@$(BIN)/pytest e2e
+
+test-unit: install
+	@$(BIN)/pytest tests
+
+controlplane:
+	@e2e/controlplane/build.sh
+
+e2e: install controlplane
+	@$(BIN)/pytest e2e
+
+lint: install
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+format: install
+	@$(BIN)/ruff format .
+	@$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,278 @@
+"""The gateway's HTTP front: one dispatcher for every path, so every answer (even 404 and 405) is OpenAI JSON.
+
+Each request pins the snapshot current at its start and uses it to the end, so a reload never changes the
+rules under a request or a stream in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from . import accesslog, metrics
+from .config.model import DEFAULT_MAX_BODY_BYTES
+from .context import RequestContext
+from .errors import GatewayError
+from .pools import KeyStateRegistry
+from .providers.base import CHAT, COMPLETIONS, EMBEDDINGS, Call
+from .proxy import Upstream
+from .routing import Match, is_glob
+from .snapshot import Snapshot
+
+log = logging.getLogger("tollway.gateway")
+
+_ENDPOINT_SUFFIXES = (("/chat/completions", CHAT), ("/completions", COMPLETIONS), ("/embeddings", EMBEDDINGS))
+
+
+def new_request_id() -> str:
+    return os.urandom(12).hex()
+
+
+class Gateway:
+    """Holds the current snapshot and serves requests against it."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+        self.registry = KeyStateRegistry()
+        self.draining = False
+        self.in_flight = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._upstream: Upstream | None = None
+        self.generation = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def install(self, snapshot: Snapshot) -> None:
+        """Swap in a new snapshot: one reference assignment; requests in flight keep the one they hold."""
+        self.snapshot = snapshot
+        metrics.CONFIG_GENERATION.set(snapshot.generation)
+        metrics.CONFIG_INFO.info({"hash": snapshot.hash})
+        metrics.CONFIG_LOADED_AT.set(snapshot.loaded_at)
+
+    def next_generation(self) -> int:
+        self.generation += 1
+        return self.generation
+
+    async def start(self, app: web.Application) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+        self._upstream = Upstream(self._session)
+
+    async def stop(self, app: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def make_app(self) -> web.Application:
+        # Body size is checked per request against the live config; aiohttp's own cap only guards memory.
+        app = web.Application(client_max_size=1 << 40, handler_args={"max_field_size": 65536})
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        app.on_startup.append(self.start)
+        app.on_cleanup.append(self.stop)
+        return app
+
+    # -- dispatch --------------------------------------------------------------------------------------------
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        method = request.method
+        if path == "/healthz":
+            return _json({"status": "ok"})
+        if path == "/readyz":
+            return self.readyz()
+        ctx = RequestContext(
+            request_id=request.headers.get("x-request-id") or new_request_id(), method=method, path=path
+        )
+        self.in_flight += 1
+        response: web.StreamResponse | None = None
+        try:
+            response = await self._serve(request, ctx)
+            return response
+        except GatewayError as error:
+            ctx.status = error.status
+            ctx.error = error.message
+            return error.response({"x-request-id": ctx.request_id})
+        except Exception:
+            # Never a bare 500 with a stack trace for the caller; the log keeps the details.
+            log.exception("unexpected error", extra={"request_id": ctx.request_id})
+            ctx.status = 500
+            error = GatewayError(500, "Internal gateway error; the request id identifies it in the logs.")
+            return error.response({"x-request-id": ctx.request_id})
+        finally:
+            self.in_flight -= 1
+            ctx.finished = time.perf_counter()
+            metrics.observe(ctx)
+            accesslog.write(ctx)
+
+    async def _serve(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+        snapshot = self.snapshot
+        if snapshot is None:
+            raise GatewayError(503, "The gateway has not loaded a configuration yet.", "not_ready")
+        path, method = ctx.path, ctx.method
+        for suffix, endpoint in _ENDPOINT_SUFFIXES:
+            if path.endswith(suffix):
+                if method != "POST":
+                    raise GatewayError(405, f"Use POST for {path}.", "method_not_allowed", headers={"Allow": "POST"})
+                ctx.endpoint = endpoint
+                return await self._proxy(request, ctx, snapshot, path[: -len(suffix)] or "/", endpoint)
+        if path.endswith("/models") or "/models/" in path:
+            if method != "GET":
+                raise GatewayError(405, f"Use GET for {path}.", "method_not_allowed", headers={"Allow": "GET"})
+            return self._models(request, ctx, snapshot)
+        raise GatewayError(404, f"Unknown path {path!r}. This gateway serves the OpenAI API under /v1.", "not_found")
+
+    # -- endpoints -------------------------------------------------------------------------------------------
+
+    async def _proxy(
+        self, request: web.Request, ctx: RequestContext, snapshot: Snapshot, prefix: str, endpoint: str
+    ) -> web.StreamResponse:
+        consumer, _key_hash = snapshot.auth.authenticate(request.headers, request.remote)
+        ctx.consumer = consumer.name
+        raw = await _read_body(request, snapshot.config.settings.max_body_bytes)
+        body = _parse_body(raw)
+        call = _make_call(endpoint, body, raw)
+        ctx.requested_model = call.model
+        ctx.stream = call.stream
+        match = _resolve(snapshot, prefix, _host(request), call.model, consumer.may_use)
+        ctx.route = match.route.name
+        assert self._upstream is not None
+        return await self._upstream.forward(request, ctx, snapshot, match, call)
+
+    def _models(self, request: web.Request, ctx: RequestContext, snapshot: Snapshot) -> web.Response:
+        consumer, _ = snapshot.auth.authenticate(request.headers, request.remote)
+        ctx.consumer = consumer.name
+        prefix, _, wanted = ctx.path.partition("/models")
+        wanted = wanted.lstrip("/")
+        host = _host(request)
+        seen: dict[str, dict[str, Any]] = {}
+        for route in snapshot.config.routes:
+            if route.path_prefix != (prefix or "/") or not consumer.may_use(route):
+                continue
+            if route.hosts and not any(h == host or (h.startswith("*.") and host.endswith(h[1:])) for h in route.hosts):
+                continue
+            for rule in route.rules:
+                for model in rule.models:
+                    seen.setdefault(
+                        model,
+                        {"id": model, "object": "model", "created": 0, "owned_by": route.name.split("/")[0]}
+                        | ({"tollway_pattern": True} if is_glob(model) else {}),
+                    )
+        ctx.status = 200
+        if wanted:
+            if wanted not in seen:
+                raise GatewayError(
+                    404, f"The model {wanted!r} does not exist or you do not have access to it.", "model_not_found"
+                )
+            return _json(seen[wanted], ctx.request_id)
+        return _json({"object": "list", "data": [seen[m] for m in sorted(seen)]}, ctx.request_id)
+
+    def readyz(self) -> web.Response:
+        snapshot = self.snapshot
+        if self.draining:
+            return _json({"ready": False, "reason": "shutting down"}, status=503)
+        if snapshot is None:
+            return _json({"ready": False, "reason": "no configuration loaded yet"}, status=503)
+        return _json({"ready": True, "configHash": snapshot.hash, "generation": snapshot.generation})
+
+
+# -- request parsing helpers -----------------------------------------------------------------------------------
+
+
+async def _read_body(request: web.Request, limit: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise GatewayError(
+            413, f"Request body of {length} bytes exceeds the limit of {limit} bytes.", "request_too_large"
+        )
+    chunks = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(413, f"Request body exceeds the limit of {limit} bytes.", "request_too_large")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise GatewayError(400, "The request body is empty; send a JSON object.", "invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, f"The request body is not valid JSON: {exc}.", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "The request body must be a JSON object.", "invalid_json")
+    return body
+
+
+def _field_error(name: str, expected: str, value: Any) -> GatewayError:
+    got = "null" if value is None else type(value).__name__
+    return GatewayError(400, f"'{name}' must be {expected}, got {got}.", "invalid_type", type="invalid_request_error")
+
+
+def _make_call(endpoint: str, body: dict[str, Any], raw: bytes) -> Call:
+    model = body.get("model")
+    if model is None:
+        raise GatewayError(400, "'model' is required.", "missing_model")
+    if not isinstance(model, str) or not model:
+        raise _field_error("model", "a non-empty string", model)
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise _field_error("stream", "a boolean", stream)
+    if endpoint == CHAT:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _field_error("messages", "a non-empty array", messages)
+        if not all(isinstance(m, dict) for m in messages):
+            raise GatewayError(400, "Every item of 'messages' must be an object.", "invalid_type")
+    elif endpoint == COMPLETIONS:
+        if not isinstance(body.get("prompt"), str | list):
+            raise _field_error("prompt", "a string or an array", body.get("prompt"))
+    elif endpoint == EMBEDDINGS:
+        if not isinstance(body.get("input"), str | list):
+            raise _field_error("input", "a string or an array", body.get("input"))
+        stream = False
+    for name in ("max_tokens", "max_completion_tokens", "n"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise _field_error(name, "an integer", value)
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise _field_error("stream_options", "an object", options)
+    wants_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
+    return Call(endpoint=endpoint, body=body, raw=raw, model=model, stream=bool(stream), client_wants_usage=wants_usage)
+
+
+def _host(request: web.Request) -> str:
+    host = request.headers.get("Host", "")
+    if host.startswith("["):
+        return host[: host.find("]") + 1].lower()
+    return host.split(":", 1)[0].lower()
+
+
+def _resolve(snapshot: Snapshot, prefix: str, host: str, model: str, may_use: Callable[[Any], bool]) -> Match:
+    candidates = snapshot.router.candidates(prefix, host, model)
+    for match in candidates:
+        if may_use(match.route):
+            return match
+    if candidates:
+        raise GatewayError(403, f"You are not allowed to use the model {model!r}.", "model_not_allowed")
+    raise GatewayError(404, f"The model {model!r} does not exist or you do not have access to it.", "model_not_found")
+
+
+def _json(data: Any, request_id: str | None = None, status: int = 200) -> web.Response:
+    headers = {"x-request-id": request_id} if request_id else None
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -1,0 +1,298 @@
+"""Parse and validate config documents (JSON or YAML) into the typed contract.
+
+Every problem is reported with the path of the offending field, e.g. `routes[0].rules[1].backends[0].pool: ...`,
+and all problems are collected before failing, so one reload attempt tells the whole story.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .model import (
+    DEFAULT_LIMIT_MESSAGE,
+    DEFAULT_MAX_BODY_BYTES,
+    FAILURE_POLICIES,
+    LIMIT_COUNTS,
+    PROVIDERS,
+    RETRY_CONDITIONS,
+    SCHEMA_VERSION,
+    SELECTIONS,
+    Access,
+    Backend,
+    Consumer,
+    Cooldown,
+    GatewayConfig,
+    Limit,
+    LimitOverride,
+    Pool,
+    PoolKey,
+    RateLimit,
+    Retry,
+    Route,
+    Rule,
+    SecretsConfig,
+    Settings,
+    Timeouts,
+)
+from .reader import ConfigError, FieldReader
+from .reader import join_path as _join
+
+
+def _timeouts(r: FieldReader, data: dict[str, Any], path: str) -> Timeouts:
+    return Timeouts(
+        connect=r.seconds(data, "connect", path, None),
+        first_byte=r.seconds(data, "firstByte", path, None),
+        idle=r.seconds(data, "idle", path, None),
+        total=r.seconds(data, "total", path, None),
+    )
+
+
+def _status_ranges(r: FieldReader, value: Any, path: str) -> tuple[tuple[int, int], ...]:
+    out = []
+    for i, item in enumerate(r.items(value, path)):
+        low_high = item if isinstance(item, list) and len(item) == 2 else [item, item]
+        low, high = low_high
+        if not all(isinstance(x, int) and not isinstance(x, bool) and 100 <= x <= 599 for x in (low, high)):
+            r.fail(f"{path}[{i}]", f"must be an HTTP status or a [low, high] range, got {item!r}")
+            continue
+        out.append((low, high))
+    return tuple(out)
+
+
+def _pool(r: FieldReader, data: dict[str, Any], path: str) -> Pool | None:
+    name = r.str_(data, "name", path, required=True)
+    provider = r.enum(data, "provider", path, PROVIDERS, "openai")
+    base_url = r.str_(data, "baseURL", path, required=True)
+    if base_url and not base_url.startswith(("http://", "https://")):
+        r.fail(_join(path, "baseURL"), f"must start with http:// or https://, got {base_url!r}")
+    keys = r.each(data.get("keys"), _join(path, "keys"), lambda d, p: _pool_key(r, d, p))
+    cooldown_data = r.obj(data.get("cooldown"), _join(path, "cooldown"))
+    defaults = Cooldown()
+    cooldown = Cooldown(
+        default=r.seconds(cooldown_data, "default", _join(path, "cooldown"), defaults.default) or defaults.default,
+        max=r.seconds(cooldown_data, "max", _join(path, "cooldown"), defaults.max) or defaults.max,
+        statuses=_status_ranges(r, cooldown_data["statuses"], _join(path, "cooldown.statuses"))
+        if "statuses" in cooldown_data
+        else defaults.statuses,
+    )
+    azure = r.obj(data.get("azure"), _join(path, "azure"))
+    api_version = r.str_(azure, "apiVersion", _join(path, "azure"))
+    if provider == "azure-openai" and not api_version:
+        r.fail(_join(path, "azure.apiVersion"), "is required for provider azure-openai")
+    if name is None or base_url is None:
+        return None
+    return Pool(
+        name=name,
+        provider=provider,
+        base_url=base_url.rstrip("/"),
+        keys=keys,
+        selection=r.enum(data, "selection", path, SELECTIONS, "round-robin"),
+        cooldown=cooldown,
+        timeouts=_timeouts(r, r.obj(data.get("timeouts"), _join(path, "timeouts")), _join(path, "timeouts")),
+        headers=r.pairs(data, "headers", path),
+        azure_api_version=api_version,
+    )
+
+
+def _pool_key(r: FieldReader, data: dict[str, Any], path: str) -> PoolKey | None:
+    key_id = r.str_(data, "id", path, required=True)
+    return PoolKey(id=key_id) if key_id else None
+
+
+def _backend(r: FieldReader, data: dict[str, Any], path: str) -> Backend | None:
+    pool = r.str_(data, "pool", path, required=True)
+    weight = r.int_(data, "weight", path, 1)
+    if pool is None:
+        return None
+    return Backend(pool=pool, model=r.str_(data, "model", path), weight=weight if weight is not None else 1)
+
+
+def _rule(r: FieldReader, data: dict[str, Any], path: str) -> Rule | None:
+    models = r.strings(data, "models", path)
+    if not models:
+        r.fail(_join(path, "models"), "must name at least one model")
+    backends = r.each(data.get("backends"), _join(path, "backends"), lambda d, p: _backend(r, d, p))
+    # No backends is valid: the compiler keeps a rule whose pools did not resolve, so callers get a clear 503.
+    if backends and not any(b.weight > 0 for b in backends):
+        r.fail(_join(path, "backends"), "needs at least one backend with a positive weight")
+    retry_data = r.obj(data.get("retry"), _join(path, "retry"))
+    retry_on = r.strings(retry_data, "on", _join(path, "retry")) if "on" in retry_data else Retry().on
+    for i, cond in enumerate(retry_on):
+        if cond not in RETRY_CONDITIONS:
+            r.fail(f"{path}.retry.on[{i}]", f"must be one of {', '.join(RETRY_CONDITIONS)}; got {cond!r}")
+    attempts = r.int_(retry_data, "attempts", _join(path, "retry"), Retry().attempts)
+    timeouts = data.get("timeouts")
+    return Rule(
+        models=models,
+        backends=backends,
+        fallbacks=r.each(data.get("fallbacks"), _join(path, "fallbacks"), lambda d, p: _backend(r, d, p)),
+        retry=Retry(attempts=attempts if attempts is not None else 0, on=retry_on),
+        timeouts=None if timeouts is None else _timeouts(r, r.obj(timeouts, _join(path, "timeouts")), path),
+    )
+
+
+def _route(r: FieldReader, data: dict[str, Any], path: str) -> Route | None:
+    name = r.str_(data, "name", path, required=True)
+    rules = r.each(data.get("rules"), _join(path, "rules"), lambda d, p: _rule(r, d, p))
+    if not rules:
+        r.fail(_join(path, "rules"), "must hold at least one rule")
+    prefix = r.str_(data, "pathPrefix", path) or "/v1"
+    if not prefix.startswith("/"):
+        r.fail(_join(path, "pathPrefix"), f"must start with '/', got {prefix!r}")
+    access_data = r.obj(data.get("access"), _join(path, "access"))
+    selectors = tuple(
+        tuple(sorted((str(k), str(v)) for k, v in r.obj(sel, f"{path}.access.selectors[{i}]").items()))
+        for i, sel in enumerate(r.items(access_data.get("selectors"), _join(path, "access.selectors")))
+    )
+    if name is None:
+        return None
+    return Route(
+        name=name,
+        rules=rules,
+        hosts=tuple(h.lower() for h in r.strings(data, "hosts", path)),
+        path_prefix=prefix.rstrip("/") or "/",
+        access=Access(consumers=r.strings(access_data, "consumers", _join(path, "access")), selectors=selectors),
+    )
+
+
+def _consumer(r: FieldReader, data: dict[str, Any], path: str) -> Consumer | None:
+    name = r.str_(data, "name", path, required=True)
+    hashes = r.strings(data, "keyHashes", path)
+    for i, h in enumerate(hashes):
+        if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+            r.fail(f"{path}.keyHashes[{i}]", "must be a lower-case SHA-256 hex digest")
+    if name is None:
+        return None
+    return Consumer(
+        name=name,
+        key_hashes=hashes,
+        labels=r.pairs(data, "labels", path),
+        source_ips=r.strings(data, "sourceIPs", path),
+    )
+
+
+def _limit(r: FieldReader, data: dict[str, Any], path: str) -> Limit | None:
+    window = r.seconds(data, "window", path, None)
+    if window is None:
+        r.fail(_join(path, "window"), "is required")
+    tokens = r.int_(data, "tokens", path, None, minimum=1)
+    requests = r.int_(data, "requests", path, None, minimum=1)
+    if (tokens is None) == (requests is None):
+        r.fail(path, "must set exactly one of tokens or requests")
+    if window is None:
+        return None
+    return Limit(
+        window=window, tokens=tokens, requests=requests, count=r.enum(data, "count", path, LIMIT_COUNTS, "total")
+    )
+
+
+def _override(r: FieldReader, data: dict[str, Any], path: str) -> LimitOverride | None:
+    return LimitOverride(
+        match=r.pairs(data, "match", path),
+        limits=r.each(data.get("limits"), _join(path, "limits"), lambda d, p: _limit(r, d, p)),
+    )
+
+
+def _rate_limit(r: FieldReader, data: dict[str, Any], path: str) -> RateLimit | None:
+    name = r.str_(data, "name", path, required=True)
+    limits = r.each(data.get("limits"), _join(path, "limits"), lambda d, p: _limit(r, d, p))
+    if not limits:
+        r.fail(_join(path, "limits"), "must hold at least one limit")
+    if name is None:
+        return None
+    return RateLimit(
+        name=name,
+        routes=r.strings(data, "routes", path),
+        key=r.strings(data, "key", path) or ("consumer",),
+        limits=limits,
+        overrides=r.each(data.get("overrides"), _join(path, "overrides"), lambda d, p: _override(r, d, p)),
+        message=r.str_(data, "message", path) or DEFAULT_LIMIT_MESSAGE,
+        failure_policy=r.enum(data, "failurePolicy", path, FAILURE_POLICIES, "open"),
+        default_max_tokens=r.int_(data, "defaultMaxTokens", path, 1024, minimum=1) or 1024,
+    )
+
+
+def _check_version(r: FieldReader, data: dict[str, Any]) -> int:
+    version = data.get("version")
+    if version != SCHEMA_VERSION:
+        r.fail("version", f"must be {SCHEMA_VERSION} (this data plane's schema version), got {version!r}")
+    return SCHEMA_VERSION
+
+
+def _check_references(r: FieldReader, config: GatewayConfig) -> None:
+    pools = {p.name for p in config.pools}
+    for items, kind in ((config.pools, "pools"), (config.routes, "routes"), (config.consumers, "consumers")):
+        seen: set[str] = set()
+        for i, item in enumerate(items):
+            if item.name in seen:
+                r.fail(f"{kind}[{i}].name", f"duplicate name {item.name!r}")
+            seen.add(item.name)
+    for i, route in enumerate(config.routes):
+        for j, rule in enumerate(route.rules):
+            for group in ("backends", "fallbacks"):
+                for k, backend in enumerate(getattr(rule, group)):
+                    if backend.pool not in pools:
+                        r.fail(f"routes[{i}].rules[{j}].{group}[{k}].pool", f"unknown pool {backend.pool!r}")
+
+
+def config_from_dict(data: Any) -> GatewayConfig:
+    """Validate a plain-data document and build the config, or raise ConfigError listing every problem."""
+    r = FieldReader()
+    doc = r.obj(data, "")
+    if r.problems:
+        raise ConfigError(r.problems)
+    version = _check_version(r, doc)
+    settings_data = r.obj(doc.get("settings"), "settings")
+    config = GatewayConfig(
+        version=version,
+        hash=str(doc.get("hash") or ""),
+        pools=r.each(doc.get("pools"), "pools", lambda d, p: _pool(r, d, p)),
+        routes=r.each(doc.get("routes"), "routes", lambda d, p: _route(r, d, p)),
+        consumers=r.each(doc.get("consumers"), "consumers", lambda d, p: _consumer(r, d, p)),
+        rate_limits=r.each(doc.get("rateLimits"), "rateLimits", lambda d, p: _rate_limit(r, d, p)),
+        settings=Settings(
+            max_body_bytes=r.int_(settings_data, "maxBodyBytes", "settings", DEFAULT_MAX_BODY_BYTES, minimum=1024)
+            or DEFAULT_MAX_BODY_BYTES
+        ),
+    )
+    _check_references(r, config)
+    if r.problems:
+        raise ConfigError(r.problems)
+    return config
+
+
+def secrets_from_dict(data: Any) -> SecretsConfig:
+    r = FieldReader()
+    doc = r.obj(data, "")
+    version = _check_version(r, doc) if doc else SCHEMA_VERSION
+    keys = r.obj(doc.get("keys"), "keys")
+    for key_id, value in keys.items():
+        if not isinstance(value, str) or not value:
+            r.fail(f"keys.{key_id}", "must be a non-empty string")  # never echo the value
+    if r.problems:
+        raise ConfigError(r.problems)
+    return SecretsConfig(version=version, hash=str(doc.get("hash") or ""), keys=tuple(sorted(keys.items())))
+
+
+def parse_document(text: str | bytes, source: str = "document") -> Any:
+    """JSON or YAML text to plain data (YAML is a superset of JSON, but the JSON parser is faster and stricter)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: not valid JSON or YAML: {exc}"]) from None
+
+
+def load_config_file(path: Path) -> GatewayConfig:
+    return config_from_dict(parse_document(path.read_bytes(), str(path)))
+
+
+def load_secrets_file(path: Path) -> SecretsConfig:
+    return secrets_from_dict(parse_document(path.read_bytes(), str(path)))

@@ -1,0 +1,42 @@
+"""Everything one request learns on its way through the gateway: read by the access log, metrics and limits."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .usage import Usage
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    pool: str
+    model: str
+    key_index: int | None
+    outcome: str  # "ok" or the failure reason (status code, timeout, connect-error, reset, benched, ...)
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    method: str
+    path: str
+    started: float = field(default_factory=time.perf_counter)
+    endpoint: str = ""
+    route: str = ""
+    consumer: str = ""
+    requested_model: str = ""
+    served_model: str = ""
+    pool: str = ""
+    key_index: int | None = None
+    stream: bool = False
+    status: int = 0
+    error: str = ""
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    usage: Usage | None = None
+    ttft: float | None = None  # seconds to the first streamed event
+    finished: float | None = None
+
+    @property
+    def duration(self) -> float:
+        return (self.finished or time.perf_counter()) - self.started

@@ -1,0 +1,19 @@
+"""Translators by `provider` value. Adding a protocol means adding a module and one line here."""
+
+from __future__ import annotations
+
+from .base import Translator
+from .openai import OpenAITranslator
+
+_TRANSLATORS: dict[str, Translator] = {
+    "openai": OpenAITranslator(),
+    "openai-compatible": OpenAITranslator(),
+}
+
+
+def translator_for(provider: str) -> Translator | None:
+    return _TRANSLATORS.get(provider)
+
+
+def supported_providers() -> tuple[str, ...]:
+    return tuple(_TRANSLATORS)

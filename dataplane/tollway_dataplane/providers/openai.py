@@ -1,0 +1,121 @@
+"""OpenAI and OpenAI-compatible upstreams (OpenAI, DeepSeek, DashScope compatible mode, vLLM, Ollama, ...).
+
+The hot path: the caller's body is forwarded byte for byte unless the model is rewritten or stream usage has
+to be requested; stream events are relayed as they are, and only the usage event is ever decoded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..pools import PoolKeyRuntime, PoolRuntime
+from ..sse import EventSplitter, event_data
+from ..usage import Usage, usage_from_openai
+from .base import Call, ProviderError, StreamState, UpstreamRequest
+
+_DONE = b"[DONE]"
+
+
+def rewrite_body(call: Call, model: str) -> bytes:
+    """The body to send: the caller's bytes when nothing changes, else a re-encoded copy."""
+    needs_usage = call.stream and not call.client_wants_usage and call.endpoint != "embeddings"
+    if model == call.model and not needs_usage:
+        return call.raw
+    body = dict(call.body)
+    body["model"] = model
+    if needs_usage:
+        options = body.get("stream_options")
+        body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return orjson.dumps(body)
+
+
+def error_from_body(status: int, body: bytes) -> ProviderError:
+    """Keep the provider's own message; the status is decided by the caller of the translator."""
+    message = ""
+    code = None
+    error_type = "upstream_error"
+    try:
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            message = str(error.get("message") or "")
+            code = error.get("code") if isinstance(error.get("code"), str) else None
+            error_type = str(error.get("type") or error_type)
+        elif isinstance(error, str):
+            message = error
+    if not message:
+        message = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
+    return ProviderError(status=status, message=message, type=error_type, code=code)
+
+
+class OpenAIStream:
+    """Relays OpenAI SSE events, picks up the usage event, and hides it when the caller did not ask for it."""
+
+    __slots__ = ("_splitter", "_usage_only", "_wants_usage", "state")
+
+    def __init__(self, wants_usage: bool):
+        self._splitter = EventSplitter()
+        self._wants_usage = wants_usage
+        self._usage_only = False
+        self.state = StreamState()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        events = self._splitter.feed(data)
+        for event in events:
+            if (b'"usage":{' in event or b'"usage": {' in event) and self._take_usage(event):
+                if not self._wants_usage and self._usage_only:
+                    events = [e for e in events if e is not event]
+                break
+        self.state.content_events += len(events)
+        return events
+
+    def _take_usage(self, event: bytes) -> bool:
+        """Record the usage an event reports; True when it did."""
+        try:
+            data = orjson.loads(event_data(event))
+        except orjson.JSONDecodeError:
+            return False
+        usage = usage_from_openai(data.get("usage")) if isinstance(data, dict) else None
+        if usage is None:
+            return False
+        self.state.usage = usage
+        # The extra chunk include_usage adds has no choices; usage riding on a content chunk must be kept.
+        self._usage_only = not data.get("choices")
+        return True
+
+    def finish(self) -> list[bytes]:
+        return []
+
+
+class OpenAITranslator:
+    """Also the base for Azure OpenAI, which differs only in URL and auth header."""
+
+    def url(self, call: Call, pool: PoolRuntime, model: str) -> str:
+        return f"{pool.config.base_url}/{call.endpoint}"
+
+    def auth_headers(self, key: PoolKeyRuntime | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key.value}"} if key is not None else {}
+
+    def build_request(self, call: Call, pool: PoolRuntime, key: PoolKeyRuntime | None, model: str) -> UpstreamRequest:
+        headers = {"Content-Type": "application/json", **dict(pool.config.headers), **self.auth_headers(key)}
+        if call.stream:
+            headers["Accept"] = "text/event-stream"
+        return UpstreamRequest(url=self.url(call, pool, model), headers=headers, body=rewrite_body(call, model))
+
+    def translate_response(self, call: Call, body: bytes) -> tuple[bytes, Usage | None]:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body, None
+        return body, usage_from_openai(data.get("usage")) if isinstance(data, dict) else None
+
+    def translate_error(self, status: int, body: bytes) -> ProviderError:
+        return error_from_body(status, body)
+
+    def stream(self, call: Call) -> OpenAIStream:
+        return OpenAIStream(wants_usage=call.client_wants_usage)

@@ -1,0 +1,52 @@
+"""An immutable view of one config, prepared for the request path. Reloads swap whole snapshots."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .auth import Authenticator
+from .config.model import GatewayConfig, SecretsConfig
+from .pools import KeyStateRegistry, PoolRuntime
+from .providers import translator_for
+from .providers.base import Translator
+from .routing import Router
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    config: GatewayConfig
+    auth: Authenticator
+    router: Router
+    pools: dict[str, PoolRuntime]
+    translators: dict[str, Translator | None]
+    generation: int
+    loaded_at: float = field(default_factory=time.time)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def hash(self) -> str:
+        return self.config.hash
+
+    @classmethod
+    def build(
+        cls, config: GatewayConfig, secrets: SecretsConfig, registry: KeyStateRegistry, generation: int
+    ) -> Snapshot:
+        key_values = dict(secrets.keys)
+        pools = {p.name: PoolRuntime(p, key_values, registry) for p in config.pools}
+        warnings = []
+        for pool in pools.values():
+            if pool.missing_keys:
+                warnings.append(f"pool {pool.name}: {pool.missing_keys} key(s) have no value in the secrets document")
+            if translator_for(pool.config.provider) is None:
+                warnings.append(f"pool {pool.name}: provider {pool.config.provider!r} is not supported yet")
+        registry.forget_except({k.id for p in pools.values() for k in p.keys})
+        return cls(
+            config=config,
+            auth=Authenticator(config.consumers),
+            router=Router(config.routes),
+            pools=pools,
+            translators={name: translator_for(p.config.provider) for name, p in pools.items()},
+            generation=generation,
+            warnings=tuple(warnings),
+        )

@@ -1,0 +1,159 @@
+"""Where the config comes from, and the watcher that hot-reloads it.
+
+A source is polled for a cheap fingerprint (file names, sizes and modification times); when that changes the
+source is loaded and validated off the event loop. An invalid change is logged with every reason and
+rejected whole; the last good snapshot keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from . import metrics
+from .app import Gateway
+from .config.dump import content_hash
+from .config.load import ConfigError, load_config_file, load_secrets_file
+from .config.model import GatewayConfig, SecretsConfig
+from .snapshot import Snapshot
+
+log = logging.getLogger("tollway.config")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    config: GatewayConfig
+    secrets: SecretsConfig
+    notes: tuple[str, ...] = ()  # non-fatal findings worth a log line (CR status problems, ...)
+
+
+class ConfigSource(Protocol):
+    def describe(self) -> str: ...
+
+    def fingerprint(self) -> object: ...
+
+    def load(self) -> Loaded:
+        """Read and validate; raise ConfigError (or ValueError) with readable reasons."""
+        ...
+
+
+def _files_fingerprint(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    entries = []
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            try:
+                stat = file.stat()
+            except OSError:
+                continue
+            entries.append((str(file), stat.st_size, stat.st_mtime_ns))
+    return tuple(entries)
+
+
+class FileSource:
+    """A config file in the contract's format (as the operator renders it), plus an optional secrets file."""
+
+    def __init__(self, config_path: Path, secrets_path: Path | None = None):
+        self.config_path = config_path
+        self.secrets_path = secrets_path
+
+    def describe(self) -> str:
+        return str(self.config_path)
+
+    def fingerprint(self) -> object:
+        return _files_fingerprint([p for p in (self.config_path, self.secrets_path) if p is not None])
+
+    def load(self) -> Loaded:
+        config = load_config_file(self.config_path)
+        secrets = load_secrets_file(self.secrets_path) if self.secrets_path else SecretsConfig()
+        if self.secrets_path and secrets.hash and secrets.hash != config.hash:
+            raise ConfigError([f"{self.secrets_path}: hash {secrets.hash} does not match config hash {config.hash}"])
+        if not config.hash:  # a hand-written file: derive the hash that /readyz and metrics report
+            config = dataclasses.replace(config, hash=content_hash(config, secrets))
+        return Loaded(config, secrets)
+
+
+class CRDirectorySource:
+    """Custom resource YAML files (what a user would `kubectl apply`), compiled as the operator would."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+
+    def describe(self) -> str:
+        return ", ".join(str(p) for p in self.paths)
+
+    def fingerprint(self) -> object:
+        return _files_fingerprint(self.paths)
+
+    def load(self) -> Loaded:
+        from tollway_operator.compiler import compile_crs, load_documents
+
+        result = compile_crs(load_documents(self.paths))
+        notes = []
+        for ref, status in sorted(result.statuses.items()):
+            for condition in status.conditions():
+                if condition.status != "True" or condition.reason == "AcceptedWithWarnings":
+                    notes.append(f"{ref}: {condition.type}={condition.status}: {condition.message}")
+        return Loaded(result.config, result.secrets, tuple(notes))
+
+
+class Reloader:
+    def __init__(self, gateway: Gateway, source: ConfigSource, interval: float = 0.5):
+        self.gateway = gateway
+        self.source = source
+        self.interval = interval
+        self._fingerprint: object = None
+
+    async def load_once(self) -> bool:
+        """Load if the source changed. True when a new snapshot went live."""
+        fingerprint = await asyncio.to_thread(self.source.fingerprint)
+        if fingerprint == self._fingerprint:
+            return False
+        self._fingerprint = fingerprint
+        try:
+            loaded = await asyncio.to_thread(self.source.load)
+        except (ConfigError, ValueError, OSError) as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            metrics.RELOAD_FAILURES.inc()
+            current = self.gateway.snapshot
+            log.error(
+                "config rejected; %s",
+                "the last good config keeps serving" if current else "nothing is served until a valid config loads",
+                extra={
+                    "source": self.source.describe(),
+                    "problems": problems,
+                    "serving_hash": current.hash if current else None,
+                },
+            )
+            return False
+        current = self.gateway.snapshot
+        if current is not None and current.hash == loaded.config.hash and loaded.config.hash:
+            return False
+        snapshot = Snapshot.build(loaded.config, loaded.secrets, self.gateway.registry, self.gateway.next_generation())
+        self.gateway.install(snapshot)
+        for note in (*loaded.notes, *snapshot.warnings):
+            log.warning("config note: %s", note)
+        log.info(
+            "config loaded",
+            extra={
+                "source": self.source.describe(),
+                "hash": snapshot.hash,
+                "generation": snapshot.generation,
+                "routes": len(loaded.config.routes),
+                "consumers": len(loaded.config.consumers),
+                "pools": len(loaded.config.pools),
+            },
+        )
+        return True
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.load_once()
+            except Exception:
+                log.exception("config watcher error")
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,12 @@
+"""Effective upstream timeouts: the route's override over the pool's over the gateway's defaults."""
+
+from __future__ import annotations
+
+from .config.model import Timeouts
+
+# Generous defaults: reasoning models can think for minutes before the first token.
+DEFAULTS = Timeouts(connect=10.0, first_byte=300.0, idle=300.0, total=None)
+
+
+def effective(pool: Timeouts, route: Timeouts | None) -> Timeouts:
+    return DEFAULTS.overlaid(pool).overlaid(route)

@@ -1,0 +1,57 @@
+"""Token usage in one internal shape, whatever protocol reported it; estimates are marked as such."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    estimated: bool = True
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+def usage_from_openai(data: Any) -> Usage | None:
+    """Read an OpenAI `usage` object (chat, completions or embeddings)."""
+    if not isinstance(data, dict):
+        return None
+    prompt = data.get("prompt_tokens")
+    if not isinstance(prompt, int):
+        return None
+    completion = data.get("completion_tokens")
+    details = data.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=completion if isinstance(completion, int) else 0,
+        cached_input_tokens=cached if isinstance(cached, int) else 0,
+        estimated=False,
+    )
+
+
+def _text_length(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_text_length(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_text_length(v) for k, v in value.items() if k in ("text", "content", "input", "arguments"))
+    return 0
+
+
+def estimate_input_tokens(body: dict[str, Any]) -> int:
+    """A cheap upper-leaning estimate (about 4 characters per token) when the provider reports nothing."""
+    chars = _text_length(body.get("messages")) + _text_length(body.get("prompt")) + _text_length(body.get("input"))
+    chars += _text_length(body.get("system"))
+    return max(1, (chars + 3) // 4)
+
+
+def estimate_text_tokens(text_chars: int) -> int:
+    return (text_chars + 3) // 4

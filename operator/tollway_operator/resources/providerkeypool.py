@@ -1,0 +1,122 @@
+"""ProviderKeyPool: one upstream LLM service and its pool of API keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tollway_dataplane.config.model import PROVIDERS, SELECTIONS, Cooldown, Pool, PoolKey, Timeouts
+
+from ..status import ObjectStatus
+from .common import CRDoc, SpecReader, spec_of
+from .secret import SecretStore
+
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+}
+
+
+def read_timeouts(r: SpecReader, data: Any, path: str) -> Timeouts | None:
+    if data is None:
+        return None
+    spec = r.obj(data, path)
+    return Timeouts(
+        connect=r.duration(spec, "connect", path),
+        first_byte=r.duration(spec, "firstByte", path),
+        idle=r.duration(spec, "idle", path),
+        total=r.duration(spec, "total", path),
+    )
+
+
+def _status_ranges(r: SpecReader, value: Any, path: str) -> tuple[tuple[int, int], ...] | None:
+    if value is None:
+        return None
+    out = []
+    for i, item in enumerate(r.items(value, path)):
+        text = str(item)
+        low_s, _, high_s = text.partition("-")
+        try:
+            low, high = int(low_s), int(high_s or low_s)
+        except ValueError:
+            low, high = 0, 0
+        if not (100 <= low <= high <= 599):
+            r.fail(f"{path}[{i}]", f"must be an HTTP status (100-599) or a range like 500-599, got {item!r}")
+            continue
+        out.append((low, high))
+    return tuple(out)
+
+
+def compile_pool(doc: CRDoc, secrets: SecretStore, status: ObjectStatus) -> tuple[Pool, dict[str, str]] | None:
+    """The pool and its key values by key id, or None when the spec is invalid."""
+    r = SpecReader()
+    spec = spec_of(doc, r)
+    provider = r.enum(spec, "provider", "spec", PROVIDERS, "openai")
+    if "provider" not in spec:
+        r.fail("spec.provider", "is required")
+    base_url = r.str_(spec, "baseURL", "spec") or DEFAULT_BASE_URLS.get(provider)
+    if base_url is None:
+        r.fail("spec.baseURL", f"is required for provider {provider}")
+    elif not base_url.startswith(("http://", "https://")):
+        r.fail("spec.baseURL", f"must start with http:// or https://, got {base_url!r}")
+    cooldown_spec = r.obj(spec.get("cooldown"), "spec.cooldown")
+    defaults = Cooldown()
+    statuses = _status_ranges(r, cooldown_spec.get("statuses"), "spec.cooldown.statuses")
+    cooldown = Cooldown(
+        default=r.duration(cooldown_spec, "default", "spec.cooldown") or defaults.default,
+        max=r.duration(cooldown_spec, "max", "spec.cooldown") or defaults.max,
+        statuses=statuses if statuses is not None else defaults.statuses,
+    )
+    azure = r.obj(spec.get("azure"), "spec.azure")
+    api_version = r.str_(azure, "apiVersion", "spec.azure")
+    if provider == "azure-openai" and not api_version:
+        r.fail("spec.azure.apiVersion", "is required for provider azure-openai")
+    keys, values = _resolve_keys(doc, r, spec.get("keys"), secrets, status)
+    status.extra["keyCount"] = len(keys)
+    status.invalid.extend(r.problems)
+    if status.rejected or base_url is None:
+        return None
+    pool = Pool(
+        name=doc.qualified_name,
+        provider=provider,
+        base_url=base_url.rstrip("/"),
+        keys=keys,
+        selection=r.enum(spec, "selection", "spec", SELECTIONS, "round-robin"),
+        cooldown=cooldown,
+        timeouts=read_timeouts(r, spec.get("timeouts"), "spec.timeouts") or Timeouts(),
+        headers=r.pairs(spec, "headers", "spec"),
+        azure_api_version=api_version,
+    )
+    return pool, values
+
+
+def _resolve_keys(
+    doc: CRDoc, r: SpecReader, value: Any, secrets: SecretStore, status: ObjectStatus
+) -> tuple[tuple[PoolKey, ...], dict[str, str]]:
+    keys: list[PoolKey] = []
+    values: dict[str, str] = {}
+    for i, item in enumerate(r.items(value, "spec.keys")):
+        ref = r.obj(r.obj(item, f"spec.keys[{i}]").get("secretRef"), f"spec.keys[{i}].secretRef")
+        secret_name = r.str_(ref, "name", f"spec.keys[{i}].secretRef", required=True)
+        data_key = r.str_(ref, "key", f"spec.keys[{i}].secretRef")
+        if secret_name is None:
+            continue
+        data = secrets.get(doc.qualify(secret_name))
+        if data is None:
+            status.unresolved.append(f"secret {secret_name!r} not found")
+            continue
+        status.unresolved.extend(secrets.problems.get(doc.qualify(secret_name), []))
+        if data_key is not None and data_key not in data:
+            status.unresolved.append(f"secret {secret_name!r} has no key {data_key!r}")
+            continue
+        for name in [data_key] if data_key is not None else sorted(data):
+            key_value = data[name].strip()
+            if not key_value:
+                status.unresolved.append(f"secret {secret_name!r} key {name!r} is empty")
+                continue
+            # The id names where the key lives, never what it is: stable across reloads and safe to log.
+            key_id = f"{doc.namespace}/{secret_name}/{name}"
+            if key_id not in values:
+                keys.append(PoolKey(id=key_id))
+                values[key_id] = key_value
+    return tuple(keys), values

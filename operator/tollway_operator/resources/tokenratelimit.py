@@ -1,0 +1,125 @@
+"""TokenRateLimit: token and request budgets per consumer, key, route, model, source IP or header."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from typing import Any
+
+from tollway_dataplane.config.model import (
+    DEFAULT_LIMIT_MESSAGE,
+    FAILURE_POLICIES,
+    LIMIT_COUNTS,
+    Limit,
+    LimitOverride,
+    RateLimit,
+)
+
+from ..status import ObjectStatus
+from .common import CRDoc, SpecReader, spec_of
+
+KEY_PARTS = ("consumer", "apiKey", "route", "model", "sourceIP")
+_HEADER_PART = re.compile(r"^header:[A-Za-z0-9-]+$")
+MIN_WINDOW = 1.0
+MAX_WINDOW = 30 * 86400.0
+
+
+def compile_rate_limit(doc: CRDoc, routes_in_namespace: Collection[str], status: ObjectStatus) -> RateLimit | None:
+    r = SpecReader()
+    spec = spec_of(doc, r)
+    key = _key(r, spec.get("key", "consumer"))
+    limits = _limits(r, spec.get("limits"), "spec.limits")
+    if not limits and not any(p.startswith("spec.limits") for p in r.problems):
+        r.fail("spec.limits", "must hold at least one limit")
+    overrides = []
+    for i, item in enumerate(r.items(spec.get("overrides"), "spec.overrides")):
+        path = f"spec.overrides[{i}]"
+        data = r.obj(item, path)
+        match = r.pairs(data, "match", path)
+        if not match:
+            r.fail(f"{path}.match", "must name at least one key part")
+        for part, _ in match:
+            if part not in key:
+                r.fail(f"{path}.match.{part}", f"is not a part of this limit's key ({'+'.join(key)})")
+        override_limits = _limits(r, data.get("limits"), f"{path}.limits")
+        if not override_limits:
+            r.fail(f"{path}.limits", "must hold at least one limit")
+        overrides.append(LimitOverride(match=match, limits=override_limits))
+    routes = _targets(doc, r, spec.get("targetRefs"), routes_in_namespace, status)
+    estimate = r.obj(spec.get("estimate"), "spec.estimate")
+    default_max_tokens = r.int_(estimate, "defaultMaxTokens", "spec.estimate", 1024, minimum=1) or 1024
+    status.extra["limitsSummary"] = ", ".join(_describe(lim) for lim in limits)
+    status.invalid.extend(r.problems)
+    if status.rejected:
+        return None
+    return RateLimit(
+        name=doc.qualified_name,
+        routes=routes,
+        key=key,
+        limits=limits,
+        overrides=tuple(overrides),
+        message=r.str_(spec, "message", "spec") or DEFAULT_LIMIT_MESSAGE,
+        failure_policy=r.enum(spec, "failurePolicy", "spec", FAILURE_POLICIES, "open"),
+        default_max_tokens=default_max_tokens,
+    )
+
+
+def _key(r: SpecReader, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, str) or not value:
+        r.fail("spec.key", f"must be a string such as 'consumer' or 'consumer+model', got {value!r}")
+        return ("consumer",)
+    parts = tuple(value.split("+"))
+    for part in parts:
+        if part not in KEY_PARTS and not _HEADER_PART.match(part):
+            r.fail("spec.key", f"unknown key part {part!r}: use {', '.join(KEY_PARTS)} or header:<Name>")
+    if len(set(parts)) != len(parts):
+        r.fail("spec.key", f"repeats a part: {value!r}")
+    return parts
+
+
+def _limits(r: SpecReader, value: Any, path: str) -> tuple[Limit, ...]:
+    out = []
+    for i, item in enumerate(r.items(value, path)):
+        item_path = f"{path}[{i}]"
+        data = r.obj(item, item_path)
+        window = r.duration(data, "window", item_path, minimum=MIN_WINDOW, maximum=MAX_WINDOW)
+        if "window" not in data:
+            r.fail(f"{item_path}.window", "is required")
+        tokens = r.int_(data, "tokens", item_path, None, minimum=1)
+        requests = r.int_(data, "requests", item_path, None, minimum=1)
+        if ("tokens" in data) == ("requests" in data):
+            r.fail(item_path, "must set exactly one of tokens or requests")
+        count = r.enum(data, "count", item_path, LIMIT_COUNTS, "total")
+        if window is not None and (tokens is not None or requests is not None):
+            out.append(Limit(window=window, tokens=tokens, requests=requests, count=count))
+    return tuple(out)
+
+
+def _targets(
+    doc: CRDoc, r: SpecReader, value: Any, routes_in_namespace: Collection[str], status: ObjectStatus
+) -> tuple[str, ...]:
+    refs = r.items(value, "spec.targetRefs")
+    if not refs:
+        return tuple(sorted(routes_in_namespace))
+    out = set()
+    for i, item in enumerate(refs):
+        data = r.obj(item, f"spec.targetRefs[{i}]")
+        kind = data.get("kind", "AIRoute")
+        if kind != "AIRoute":
+            r.fail(f"spec.targetRefs[{i}].kind", f"must be AIRoute, got {kind!r}")
+        name = r.str_(data, "name", f"spec.targetRefs[{i}]", required=True)
+        if name is None:
+            continue
+        if doc.qualify(name) not in routes_in_namespace:
+            status.unresolved.append(f"AIRoute {name!r} not found or not accepted")
+        out.add(doc.qualify(name))
+    return tuple(sorted(out))
+
+
+def _describe(limit: Limit) -> str:
+    window = f"{limit.window:g}s"
+    if limit.tokens is not None:
+        what = f"{limit.tokens} tokens" if limit.count == "total" else f"{limit.tokens} {limit.count} tokens"
+    else:
+        what = f"{limit.requests} requests"
+    return f"{what}/{window}"
