@@ -1,0 +1,111 @@
+"""Application assembly, the blocking server entry point and the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Collection, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from . import openai
+from .control import ControlApi
+from .dispatch import Dispatcher
+from .exchange import Route
+from .requestlog import DEFAULT_LOG_LIMIT, RequestLog
+from .script import ScriptBook
+
+logger = logging.getLogger("tollway_mock")
+
+# Every wire protocol the mock speaks, searched in order.
+ROUTES: tuple[Route, ...] = openai.ROUTES
+
+# For in-process tests that prefer the objects to the control API.
+REQUEST_LOG = web.AppKey("tollway_mock.request_log", RequestLog)
+SCRIPT_BOOK = web.AppKey("tollway_mock.script_book", ScriptBook)
+
+_MAX_BODY = 64 * 1024**2  # prompts with inline images are large
+
+
+def create_app(
+    *, require_keys: Collection[str] | None = None, log_limit: int | None = DEFAULT_LOG_LIMIT
+) -> web.Application:
+    # handler_cancellation here (not on the runner) so every runner cancels the handler the moment the
+    # client disconnects; that is what records outcome "client_disconnected" even mid-sleep.
+    app = web.Application(client_max_size=_MAX_BODY, handler_args={"handler_cancellation": True})
+    log, book = RequestLog(log_limit), ScriptBook()
+    app[REQUEST_LOG] = log
+    app[SCRIPT_BOOK] = book
+    app.router.add_routes(ControlApi(log, book).routes())
+    keys = frozenset(require_keys) if require_keys else None
+    app.router.add_route("*", "/{tail:.*}", Dispatcher(ROUTES, openai.DIALECT, log, book, keys).handle)
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 9090, require_keys: Collection[str] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    _run(_serve(host, port, require_keys))
+
+
+async def _serve(host: str, port: int, require_keys: Collection[str] | None) -> None:
+    # No access log: under benchmark load it would cost more than the mock itself.
+    runner = web.AppRunner(create_app(require_keys=require_keys), access_log=None)
+    await runner.setup()
+    try:
+        # A deep backlog so hundreds of clients connecting at once are not refused.
+        await web.TCPSite(runner, host, port, backlog=1024).start()
+        bound_port = runner.addresses[0][1] if runner.addresses else port
+        shown_host = f"[{host}]" if ":" in host else host
+        logger.info("tollway mock LLM listening on http://%s:%s", shown_host, bound_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # Not available off the main thread or on Windows; Ctrl-C then ends the loop the default way.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=9090, help="port to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--require-key",
+        dest="require_keys",
+        action="append",
+        metavar="KEY",
+        help="accept only this API key (repeatable); by default any key or none is accepted",
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        serve(args.host, args.port, args.require_keys)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:  # typically the port is taken
+        logger.error("tollway mock: %s", exc)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tollway-mock", description="Mock LLM server speaking the OpenAI API")
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
