@@ -71,7 +71,9 @@ class Gateway:
 
     def make_app(self) -> web.Application:
         # Body size is checked per request against the live config; aiohttp's own cap only guards memory.
-        app = web.Application(client_max_size=1 << 40, handler_args={"max_field_size": 65536})
+        # handler_cancellation: a client that disconnects cancels its handler at once, which closes the
+        # upstream request, so the provider stops generating tokens nobody will read.
+        app = web.Application(client_max_size=1 << 40, handler_args={"handler_cancellation": True})
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         app.on_startup.append(self.start)
         app.on_cleanup.append(self.stop)

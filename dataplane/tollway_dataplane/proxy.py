@@ -120,7 +120,7 @@ class Upstream:
     def _retryable(failure: Failure, rule: Rule) -> bool:
         if failure.reason in ("auth", "unsupported"):
             return True
-        return failure.reason in rule.retry.on
+        return failure.reason in rule.retry.retry_on
 
     @staticmethod
     def _final_error(failure: Failure | None, benched: list[PoolRuntime], exhausted: bool = False) -> GatewayError:

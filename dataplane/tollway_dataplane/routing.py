@@ -43,19 +43,19 @@ def _host_matches(route: Route, host: str) -> bool:
 class Router:
     def __init__(self, routes: tuple[Route, ...]):
         # (rank key, compiled glob or None, Match); sorted once per snapshot
-        entries: list[tuple[tuple[int, int, str, int], re.Pattern[str] | None, Match]] = []
+        entries: list[tuple[tuple[int, str, int, int], re.Pattern[str], Match]] = []
         self._exact: dict[str, list[Match]] = {}
         for route in sorted(routes, key=lambda r: r.name):
-            for index, rule in enumerate(rule for rule in route.rules):
-                for pattern in rule.models:
+            for index, rule in enumerate(route.rules):
+                for position, pattern in enumerate(rule.models):
                     match = Match(route, rule, pattern)
                     if is_glob(pattern):
-                        rank = (-len(literal_prefix(pattern)), 0, route.name, index)
+                        rank = (-len(literal_prefix(pattern)), route.name, index, position)
                         entries.append((rank, re.compile(translate(pattern)), match))
                     else:
                         self._exact.setdefault(pattern, []).append(match)
         entries.sort(key=lambda e: e[0])
-        self._globs = [(regex, match) for _, regex, match in entries if regex is not None]
+        self._globs = [(regex, match) for _, regex, match in entries]
         self._cache: dict[tuple[str, str, str], tuple[Match, ...]] = {}
 
     def candidates(self, prefix: str, host: str, model: str) -> tuple[Match, ...]:

@@ -38,49 +38,83 @@ def metrics_app() -> web.Application:
     return app
 
 
+class RunningGateway:
+    """A started data plane: the gateway listener, the metrics listener and the config watcher."""
+
+    def __init__(self, source: ConfigSource, options: ServerOptions):
+        self.options = options
+        self.gateway = Gateway()
+        self.reloader = Reloader(self.gateway, source, options.reload_interval)
+        self._runner = web.AppRunner(self.gateway.make_app(), access_log=None)
+        self._metrics_runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.port = options.port
+        self.metrics_port = options.metrics_port
+
+    async def start(self) -> None:
+        await self.reloader.load_once()
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self.options.host, self.options.port, backlog=1024)
+        await self._site.start()
+        self.port = _bound_port(self._runner)
+        if self.options.metrics_port is not None:
+            self._metrics_runner = web.AppRunner(metrics_app(), access_log=None)
+            await self._metrics_runner.setup()
+            await web.TCPSite(self._metrics_runner, self.options.host, self.options.metrics_port).start()
+            self.metrics_port = _bound_port(self._metrics_runner)
+        self._watcher = asyncio.create_task(self.reloader.run())
+
+    async def drain_and_stop(self) -> None:
+        """Not ready, then no new connections, then wait (up to the grace period) for requests in flight."""
+        gateway, options = self.gateway, self.options
+        log.info(
+            "shutting down: draining", extra={"in_flight": gateway.in_flight, "grace_period": options.grace_period}
+        )
+        gateway.draining = True
+        await asyncio.sleep(options.drain_delay)
+        if self._site is not None:
+            await self._site.stop()  # no new connections; in-flight handlers continue
+        deadline = time.monotonic() + options.grace_period
+        while gateway.in_flight > 0 and time.monotonic() < deadline:  # noqa: ASYNC110 - a counter, polled briefly
+            await asyncio.sleep(0.05)
+        if gateway.in_flight:
+            log.warning("grace period over; closing remaining requests", extra={"in_flight": gateway.in_flight})
+        await self.close()
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self._runner.cleanup()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        return int(address[1])
+    raise RuntimeError("listener has no address")
+
+
 async def serve(source: ConfigSource, options: ServerOptions) -> int:
-    gateway = Gateway()
-    reloader = Reloader(gateway, source, options.reload_interval)
-    await reloader.load_once()
-    runner = web.AppRunner(gateway.make_app(), handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, options.host, options.port, backlog=1024)
-    await site.start()
-    metrics_runner = None
-    if options.metrics_port is not None:
-        metrics_runner = web.AppRunner(metrics_app(), access_log=None)
-        await metrics_runner.setup()
-        await web.TCPSite(metrics_runner, options.host, options.metrics_port).start()
+    running = RunningGateway(source, options)
+    await running.start()
     log.info(
         "tollway listening",
         extra={
-            "url": f"http://{options.host}:{options.port}",
-            "metrics_port": options.metrics_port,
+            "url": f"http://{options.host}:{running.port}",
+            "metrics_port": running.metrics_port,
             "config_source": source.describe(),
         },
     )
-    watcher = asyncio.create_task(reloader.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-
-    log.info("shutting down: draining", extra={"in_flight": gateway.in_flight, "grace_period": options.grace_period})
-    gateway.draining = True
-    await asyncio.sleep(options.drain_delay)
-    await site.stop()  # no new connections; in-flight handlers continue
-    deadline = time.monotonic() + options.grace_period
-    while gateway.in_flight > 0 and time.monotonic() < deadline:  # noqa: ASYNC110 - a counter, polled briefly
-        await asyncio.sleep(0.05)
-    if gateway.in_flight:
-        log.warning("grace period over; closing remaining requests", extra={"in_flight": gateway.in_flight})
-    watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
-    await runner.cleanup()
-    if metrics_runner is not None:
-        await metrics_runner.cleanup()
+    await running.drain_and_stop()
     log.info("stopped")
     return 0
 

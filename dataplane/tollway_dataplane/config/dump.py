@@ -61,7 +61,7 @@ def _rule(r: Rule) -> dict[str, Any]:
             "models": list(r.models),
             "backends": [_backend(b) for b in r.backends],
             "fallbacks": [_backend(b) for b in r.fallbacks],
-            "retry": {"attempts": r.retry.attempts, "on": list(r.retry.on)},
+            "retry": {"attempts": r.retry.attempts, "retryOn": list(r.retry.retry_on)},
             "timeouts": _timeouts(r.timeouts),
         }
     )

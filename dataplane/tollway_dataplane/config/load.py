@@ -120,17 +120,17 @@ def _rule(r: FieldReader, data: dict[str, Any], path: str) -> Rule | None:
     if backends and not any(b.weight > 0 for b in backends):
         r.fail(_join(path, "backends"), "needs at least one backend with a positive weight")
     retry_data = r.obj(data.get("retry"), _join(path, "retry"))
-    retry_on = r.strings(retry_data, "on", _join(path, "retry")) if "on" in retry_data else Retry().on
+    retry_on = r.strings(retry_data, "retryOn", _join(path, "retry")) if "retryOn" in retry_data else Retry().retry_on
     for i, cond in enumerate(retry_on):
         if cond not in RETRY_CONDITIONS:
-            r.fail(f"{path}.retry.on[{i}]", f"must be one of {', '.join(RETRY_CONDITIONS)}; got {cond!r}")
+            r.fail(f"{path}.retry.retryOn[{i}]", f"must be one of {', '.join(RETRY_CONDITIONS)}; got {cond!r}")
     attempts = r.int_(retry_data, "attempts", _join(path, "retry"), Retry().attempts)
     timeouts = data.get("timeouts")
     return Rule(
         models=models,
         backends=backends,
         fallbacks=r.each(data.get("fallbacks"), _join(path, "fallbacks"), lambda d, p: _backend(r, d, p)),
-        retry=Retry(attempts=attempts if attempts is not None else 0, on=retry_on),
+        retry=Retry(attempts=attempts if attempts is not None else 0, retry_on=retry_on),
         timeouts=None if timeouts is None else _timeouts(r, r.obj(timeouts, _join(path, "timeouts")), path),
     )
 

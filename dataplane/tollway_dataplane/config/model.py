@@ -80,7 +80,7 @@ class Backend:
 @dataclass(frozen=True, slots=True)
 class Retry:
     attempts: int = 2
-    on: tuple[str, ...] = ("429", "5xx", "connect-error", "timeout", "reset")
+    retry_on: tuple[str, ...] = ("429", "5xx", "connect-error", "timeout", "reset")
 
 
 @dataclass(frozen=True, slots=True)

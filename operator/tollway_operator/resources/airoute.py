@@ -85,17 +85,20 @@ def _rule(
     attempts = r.int_(retry_data, "attempts", f"{path}.retry", Retry().attempts)
     if attempts is not None and attempts > 10:
         r.fail(f"{path}.retry.attempts", f"must be at most 10, got {attempts}")
-    retry_on = r.strings(retry_data, "on", f"{path}.retry") if "on" in retry_data else Retry().on
+    if True in retry_data or "on" in retry_data or "true" in retry_data:
+        # YAML 1.1 (kubectl included) reads a bare `on:` key as the boolean true.
+        r.fail(f"{path}.retry", "unknown field 'on' (YAML reads it as true): the field is retryOn")
+    retry_on = r.strings(retry_data, "retryOn", f"{path}.retry") if "retryOn" in retry_data else Retry().retry_on
     for j, cond in enumerate(retry_on):
         if cond not in RETRY_CONDITIONS:
-            r.fail(f"{path}.retry.on[{j}]", f"must be one of {', '.join(RETRY_CONDITIONS)}; got {cond!r}")
+            r.fail(f"{path}.retry.retryOn[{j}]", f"must be one of {', '.join(RETRY_CONDITIONS)}; got {cond!r}")
     if not models:
         return None
     return Rule(
         models=models,
         backends=backends,
         fallbacks=fallbacks,
-        retry=Retry(attempts=attempts if attempts is not None else 0, on=retry_on),
+        retry=Retry(attempts=attempts if attempts is not None else 0, retry_on=retry_on),
         timeouts=read_timeouts(r, data.get("timeouts"), f"{path}.timeouts"),
     )
 
