@@ -6,6 +6,7 @@ rules under a request or a stream in flight.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -96,6 +97,10 @@ class Gateway:
         try:
             response = await self._serve(request, ctx)
             return response
+        except asyncio.CancelledError:
+            ctx.status = 499  # nginx's "client closed request"
+            ctx.error = ctx.error or "client disconnected"
+            raise
         except GatewayError as error:
             ctx.status = error.status
             ctx.error = error.message

@@ -51,8 +51,9 @@ async def stream(exchange: Exchange, events: Iterable[Event]) -> web.StreamRespo
         if behaviour.chunk_delay_ms:
             await asyncio.sleep(behaviour.chunk_delay_ms / 1000)
         # The reset takes the place of the next event once N content chunks are out, so a stream shorter
-        # than N ends normally and N=0 still sends the preamble.
-        if reset_after is not None and event.kind != "preamble" and record.chunks_sent >= reset_after:
+        # than N ends normally; N=0 resets before any event (an upstream that dies right after its headers).
+        past_preamble = event.kind != "preamble" or reset_after == 0
+        if reset_after is not None and past_preamble and record.chunks_sent >= reset_after:
             await exchange.reset()
             return response
         await response.write(event.encode())
