@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test test-unit e2e controlplane lint format clean
+.PHONY: install run test test-unit e2e controlplane redis lint format clean
 
 install: $(STAMP)
 
@@ -20,11 +20,11 @@ $(STAMP): pyproject.toml
 run: install
 	@scripts/run-quickstart.sh
 
-test: install controlplane
+test: install controlplane redis
 	@$(BIN)/pytest tests
 	@$(BIN)/pytest e2e
 
-test-unit: install
+test-unit: install redis
 	@$(BIN)/pytest tests
 
 controlplane:
@@ -43,3 +43,6 @@ format: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+
+redis:
+	@scripts/ensure-redis.sh

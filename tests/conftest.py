@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,3 +215,113 @@ async def read_sse(response: aiohttp.ClientResponse) -> list[bytes]:
 
 def run_soon(coro: Awaitable[Any]) -> asyncio.Task[Any]:
     return asyncio.ensure_future(coro)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def spawn_gateway(crs: Path, *args: str) -> tuple[asyncio.subprocess.Process, str]:
+    """`tollway run` as a real process; returns once /readyz answers 200."""
+    import sys
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'dataplane'}:{ROOT / 'operator'}"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tollway_dataplane",
+        "run",
+        "--crs",
+        str(crs),
+        "--port",
+        str(port),
+        "--metrics-port",
+        "0",
+        "--no-access-log",
+        *args,
+        env=env,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            try:
+                async with session.get(f"{url}/readyz") as response:
+                    if response.status == 200:
+                        return process, url
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+    process.kill()
+    raise RuntimeError("the gateway process did not become ready")
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, without persistence; can be stopped and started again."""
+
+    def __init__(self, directory: Path):
+        import shutil
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            message = "redis-server is not installed (make test installs it: scripts/ensure-redis.sh)"
+            if os.environ.get("CI") == "true":
+                pytest.fail(message)
+            pytest.skip(f"NOT CHECKED: {message}")
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -24,6 +24,8 @@ from .errors import GatewayError
 from .pools import KeyStateRegistry
 from .providers.base import CHAT, COMPLETIONS, EMBEDDINGS, Call
 from .proxy import Upstream
+from .ratelimit.backends import LimitBackend, MemoryBackend
+from .ratelimit.limiter import RateLimiter, facts_for
 from .routing import Match, is_glob
 from .snapshot import Snapshot
 
@@ -39,7 +41,8 @@ def new_request_id() -> str:
 class Gateway:
     """Holds the current snapshot and serves requests against it."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit_backend: LimitBackend | None = None) -> None:
+        self.limiter = RateLimiter(limit_backend or MemoryBackend())
         self.snapshot: Snapshot | None = None
         self.registry = KeyStateRegistry()
         self.draining = False
@@ -67,6 +70,8 @@ class Gateway:
         self._upstream = Upstream(self._session)
 
     async def stop(self, app: web.Application) -> None:
+        await self.limiter.drain()
+        await self.limiter.backend.close()
         if self._session is not None:
             await self._session.close()
 
@@ -104,7 +109,11 @@ class Gateway:
         except GatewayError as error:
             ctx.status = error.status
             ctx.error = error.message
-            return error.response({"x-request-id": ctx.request_id})
+            headers = {**ctx.response_headers, **error.headers, "x-request-id": ctx.request_id}
+            if ctx.egress is not None:  # the caller speaks another protocol: its error shape
+                body = ctx.egress.error_body(error.status, error.message, error.type, error.code)
+                return web.Response(status=error.status, body=body, content_type="application/json", headers=headers)
+            return error.response(headers)
         except Exception:
             # Never a bare 500 with a stack trace for the caller; the log keeps the details.
             log.exception("unexpected error", extra={"request_id": ctx.request_id})
@@ -114,6 +123,8 @@ class Gateway:
         finally:
             self.in_flight -= 1
             ctx.finished = time.perf_counter()
+            if ctx.reservation is not None:
+                self.limiter.settle_soon(ctx.reservation, ctx.usage)
             metrics.observe(ctx)
             accesslog.write(ctx)
 
@@ -122,6 +133,15 @@ class Gateway:
         if snapshot is None:
             raise GatewayError(503, "The gateway has not loaded a configuration yet.", "not_ready")
         path, method = ctx.path, ctx.method
+        if path.endswith("/messages"):
+            # The Anthropic-compatible entry: translated to an OpenAI chat call, answered in Anthropic shape.
+            from .inbound import anthropic as messages
+
+            ctx.egress = messages.EGRESS
+            if method != "POST":
+                raise GatewayError(405, f"Use POST for {path}.", "method_not_allowed", headers={"Allow": "POST"})
+            ctx.endpoint = CHAT
+            return await self._proxy(request, ctx, snapshot, path[: -len("/messages")] or "/", CHAT)
         for suffix, endpoint in _ENDPOINT_SUFFIXES:
             if path.endswith(suffix):
                 if method != "POST":
@@ -139,15 +159,35 @@ class Gateway:
     async def _proxy(
         self, request: web.Request, ctx: RequestContext, snapshot: Snapshot, prefix: str, endpoint: str
     ) -> web.StreamResponse:
-        consumer, _key_hash = snapshot.auth.authenticate(request.headers, request.remote)
+        consumer, key_hash = snapshot.auth.authenticate(request.headers, request.remote)
         ctx.consumer = consumer.name
         raw = await _read_body(request, snapshot.config.settings.max_body_bytes)
         body = _parse_body(raw)
+        if ctx.egress is not None:
+            from .inbound import anthropic as messages
+
+            body = messages.to_openai_request(body)  # raises GatewayError(400) naming the problem
+            raw = orjson.dumps(body)
         call = _make_call(endpoint, body, raw)
+        call.egress = ctx.egress
         ctx.requested_model = call.model
         ctx.stream = call.stream
         match = _resolve(snapshot, prefix, _host(request), call.model, consumer.may_use)
         ctx.route = match.route.name
+        limits = snapshot.limits_by_route.get(ctx.route)
+        if limits:
+            facts = facts_for(
+                ctx.consumer,
+                key_hash,
+                ctx.route,
+                call.model,
+                request.remote or "",
+                request.headers,
+                call.body,
+                generates=endpoint != EMBEDDINGS,
+            )
+            ctx.reservation = await self.limiter.reserve(limits, facts)
+            ctx.response_headers = ctx.reservation.headers
         assert self._upstream is not None
         return await self._upstream.forward(request, ctx, snapshot, match, call)
 

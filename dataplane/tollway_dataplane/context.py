@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .usage import Usage
+
+if TYPE_CHECKING:
+    from .egress import Egress
+    from .ratelimit.limiter import Reservation
 
 
 @dataclass(slots=True)
@@ -36,6 +41,9 @@ class RequestContext:
     usage: Usage | None = None
     ttft: float | None = None  # seconds to the first streamed event
     finished: float | None = None
+    egress: Egress | None = None  # set when the caller speaks a protocol other than OpenAI
+    reservation: Reservation | None = None  # rate-limit reservation to settle once usage is known
+    response_headers: dict[str, str] = field(default_factory=dict)  # added to every answer (rate-limit state)
 
     @property
     def duration(self) -> float:

@@ -29,6 +29,9 @@ TTFT = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+RATE_LIMITED = Counter(
+    "tollway_rate_limited_requests", "Requests refused by a TokenRateLimit.", ("limit",), registry=REGISTRY
+)
 CONFIG_GENERATION = Gauge("tollway_config_generation", "Generation of the loaded config.", registry=REGISTRY)
 CONFIG_LOADED_AT = Gauge("tollway_config_loaded_timestamp_seconds", "When the config was loaded.", registry=REGISTRY)
 CONFIG_INFO = Info("tollway_config", "The loaded config's content hash.", registry=REGISTRY)

@@ -180,7 +180,7 @@ class Upstream:
                     return self._record_failure(ctx, pool, model, key_index, failure)
                 if call.stream:
                     self._served_by(ctx, pool, model, key_index)
-                    result = await self._relay_stream(request, ctx, response, stream, first, timeouts.idle)
+                    result = await self._relay_stream(request, ctx, call, response, stream, first, timeouts.idle)
                 else:
                     async with asyncio.timeout(timeouts.idle):
                         body = await response.read()
@@ -262,6 +262,8 @@ class Upstream:
 
     def _whole_response(self, ctx: RequestContext, translator: Translator, call: Call, body: bytes) -> web.Response:
         out, usage = translator.translate_response(call, body)
+        if call.egress is not None:
+            out = call.egress.body(out)
         ctx.usage = usage or Usage(input_tokens=estimate_input_tokens(call.body), estimated=True)
         ctx.status = 200
         return web.Response(body=out, content_type="application/json", headers=_served_headers(ctx))
@@ -270,6 +272,7 @@ class Upstream:
         self,
         request: web.Request,
         ctx: RequestContext,
+        call: Call,
         response: aiohttp.ClientResponse,
         stream: StreamTranslator,
         first: list[bytes],
@@ -280,8 +283,9 @@ class Upstream:
         await out.prepare(request)
         ctx.status = 200
         ctx.ttft = time.perf_counter() - ctx.started
+        egress = call.egress.stream(ctx.served_model) if call.egress is not None else None
         try:
-            await out.write(b"".join(first))
+            await out.write(b"".join(egress.feed(first) if egress else first))
             content = response.content
             while True:
                 async with asyncio.timeout(idle):
@@ -289,9 +293,13 @@ class Upstream:
                 if not data:
                     break
                 events = stream.feed(data)
+                if egress is not None and events:
+                    events = egress.feed(events)
                 if events:
                     await out.write(b"".join(events) if len(events) > 1 else events[0])
             tail = stream.finish()
+            if egress is not None:
+                tail = egress.feed(tail) + egress.finish()
             if tail:
                 await out.write(b"".join(tail))
         except (
@@ -303,24 +311,28 @@ class Upstream:
             reason = "timed out" if isinstance(exc, TimeoutError) else "closed the connection"
             ctx.error = f"upstream {reason} mid-stream"
             log.warning("stream failed after first event", extra={"request_id": ctx.request_id, "reason": reason})
+            message = f"The upstream {reason} before the answer was complete."
             await _write_quietly(
                 out,
-                sse_error_event(
-                    f"The upstream {reason} before the answer was complete.", code="upstream_stream_interrupted"
-                ),
+                call.egress.stream_error_event(message, "upstream_stream_interrupted")
+                if call.egress is not None
+                else sse_error_event(message, code="upstream_stream_interrupted"),
             )
         except (ConnectionResetError, asyncio.CancelledError):
             ctx.error = "client disconnected"
             ctx.status = 499
-            _settle_stream_usage(ctx, stream)
+            _settle_stream_usage(ctx, call, stream)
             raise
-        _settle_stream_usage(ctx, stream)
+        _settle_stream_usage(ctx, call, stream)
         await _write_eof_quietly(out)
         return out
 
 
-def _settle_stream_usage(ctx: RequestContext, stream: StreamTranslator) -> None:
-    ctx.usage = stream.state.usage or Usage(output_tokens=stream.state.content_events, estimated=True)
+def _settle_stream_usage(ctx: RequestContext, call: Call, stream: StreamTranslator) -> None:
+    """Usage as the provider reported it, or (a stream cut short) an estimate: the prompt, one token per event."""
+    ctx.usage = stream.state.usage or Usage(
+        input_tokens=estimate_input_tokens(call.body), output_tokens=stream.state.content_events, estimated=True
+    )
 
 
 async def _write_quietly(out: web.StreamResponse, data: bytes) -> None:
@@ -341,6 +353,8 @@ def _served_headers(ctx: RequestContext, stream: bool = False) -> dict[str, str]
         "x-tollway-pool": ctx.pool,
         "x-tollway-attempts": str(len(ctx.attempts)),
     }
+    if ctx.response_headers:
+        headers.update(ctx.response_headers)
     if stream:
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import metrics
 from .app import Gateway
+from .ratelimit.backends import LimitBackend, MemoryBackend, RedisBackend
 from .sources import ConfigSource, Reloader
 
 log = logging.getLogger("tollway.server")
@@ -27,6 +28,8 @@ class ServerOptions:
     reload_interval: float = 0.5
     drain_delay: float = 2.0  # readiness false before the listener closes, so load balancers stop sending
     grace_period: float = 60.0  # how long in-flight requests and streams may take to finish
+    redis_url: str | None = None  # shared limit state; without it, in-process
+    redis_password: str | None = None
 
 
 def metrics_app() -> web.Application:
@@ -43,7 +46,7 @@ class RunningGateway:
 
     def __init__(self, source: ConfigSource, options: ServerOptions):
         self.options = options
-        self.gateway = Gateway()
+        self.gateway = Gateway(_limit_backend(options))
         self.reloader = Reloader(self.gateway, source, options.reload_interval)
         self._runner = web.AppRunner(self.gateway.make_app(), access_log=None)
         self._metrics_runner: web.AppRunner | None = None
@@ -90,6 +93,12 @@ class RunningGateway:
         await self._runner.cleanup()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
+
+
+def _limit_backend(options: ServerOptions) -> LimitBackend:
+    if options.redis_url:
+        return RedisBackend(options.redis_url, password=options.redis_password)
+    return MemoryBackend()
 
 
 def _bound_port(runner: web.AppRunner) -> int:

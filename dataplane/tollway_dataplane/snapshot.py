@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from .auth import Authenticator
-from .config.model import GatewayConfig, SecretsConfig
+from .config.model import GatewayConfig, RateLimit, SecretsConfig
 from .pools import KeyStateRegistry, PoolRuntime
 from .providers import translator_for
 from .providers.base import Translator
@@ -21,6 +21,7 @@ class Snapshot:
     pools: dict[str, PoolRuntime]
     translators: dict[str, Translator | None]
     generation: int
+    limits_by_route: dict[str, tuple[RateLimit, ...]] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
     warnings: tuple[str, ...] = ()
 
@@ -40,6 +41,10 @@ class Snapshot:
                 warnings.append(f"pool {pool.name}: {pool.missing_keys} key(s) have no value in the secrets document")
             if translator_for(pool.config.provider) is None:
                 warnings.append(f"pool {pool.name}: provider {pool.config.provider!r} is not supported yet")
+        limits_by_route: dict[str, list[RateLimit]] = {}
+        for rate_limit in config.rate_limits:
+            for route in rate_limit.routes:
+                limits_by_route.setdefault(route, []).append(rate_limit)
         registry.forget_except({k.id for p in pools.values() for k in p.keys})
         return cls(
             config=config,
@@ -48,5 +53,6 @@ class Snapshot:
             pools=pools,
             translators={name: translator_for(p.config.provider) for name, p in pools.items()},
             generation=generation,
+            limits_by_route={route: tuple(limits) for route, limits in limits_by_route.items()},
             warnings=tuple(warnings),
         )

@@ -7,10 +7,13 @@ provider's request, and the provider's answer (whole or streamed) back into Open
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..pools import PoolKeyRuntime, PoolRuntime
 from ..usage import Usage
+
+if TYPE_CHECKING:
+    from ..egress import Egress
 
 CHAT = "chat/completions"
 COMPLETIONS = "completions"
@@ -27,6 +30,7 @@ class Call:
     model: str
     stream: bool
     client_wants_usage: bool  # stream_options.include_usage was set by the caller
+    egress: Egress | None = None  # the caller's protocol when it is not OpenAI
 
 
 @dataclass(slots=True)

@@ -44,7 +44,12 @@ def compile_rate_limit(doc: CRDoc, routes_in_namespace: Collection[str], status:
         override_limits = _limits(r, data.get("limits"), f"{path}.limits")
         if not override_limits:
             r.fail(f"{path}.limits", "must hold at least one limit")
-        overrides.append(LimitOverride(match=match, limits=override_limits))
+        # Consumer and route names are namespaced in the config; a bare name means this namespace's.
+        qualified = tuple(
+            (part, doc.qualify(value) if part in ("consumer", "route") and "/" not in value else value)
+            for part, value in match
+        )
+        overrides.append(LimitOverride(match=qualified, limits=override_limits))
     routes = _targets(doc, r, spec.get("targetRefs"), routes_in_namespace, status)
     estimate = r.obj(spec.get("estimate"), "spec.estimate")
     default_max_tokens = r.int_(estimate, "defaultMaxTokens", "spec.estimate", 1024, minimum=1) or 1024

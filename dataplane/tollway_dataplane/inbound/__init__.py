@@ -1,0 +1,1 @@
+"""Entry points that speak protocols other than OpenAI, translated to and from the OpenAI shape."""

@@ -1,0 +1,62 @@
+"""GCRA (the generic cell rate algorithm) with variable costs: the arithmetic shared by every backend.
+
+Each limit "A units per window W" keeps one number per key: the theoretical arrival time (TAT). A unit costs
+T = W / A seconds; a request of cost c is admitted when max(TAT, now) + c*T - now <= W, and then moves TAT
+there. It behaves as a token bucket of size A refilled continuously at A/W per second: a caller may spend the
+whole budget at once, then earns it back smoothly. Settling moves TAT by the difference between the real and
+the reserved cost (a refund moves it back, never before `now`). The Redis Lua script implements exactly this.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSpec:
+    key: str
+    amount: int  # units per window
+    window: float  # seconds
+    cost: int  # units this request reserves (already capped at `amount`)
+
+    @property
+    def period(self) -> float:
+        return self.window / self.amount
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    remaining: int  # units still available after this decision
+    reset: float  # seconds until the budget is full again
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    retry_after: float  # seconds, when not allowed
+    states: tuple[LimitState, ...]
+
+
+def decide(specs: tuple[LimitSpec, ...], tats: list[float | None], now: float) -> tuple[Decision, list[float]]:
+    """The decision for all limits at once, and the TATs to store when it is allowed."""
+    new_tats = []
+    retry_after = 0.0
+    for spec, stored in zip(specs, tats, strict=True):
+        tat = max(stored or now, now)
+        new_tat = tat + spec.cost * spec.period
+        if new_tat - now > spec.window + 1e-9:
+            retry_after = max(retry_after, new_tat - now - spec.window)
+        new_tats.append(new_tat)
+    allowed = retry_after == 0.0
+    effective = new_tats if allowed else [max(t or now, now) for t in tats]
+    states = tuple(
+        LimitState(remaining=max(0, math.floor((spec.window - (tat - now)) / spec.period + 1e-9)), reset=tat - now)
+        for spec, tat in zip(specs, effective, strict=True)
+    )
+    return Decision(allowed=allowed, retry_after=retry_after, states=states), new_tats
+
+
+def settle(stored: float | None, delta: int, period: float, now: float) -> float:
+    """The TAT after charging (delta > 0) or refunding (delta < 0) units."""
+    return max(max(stored or now, now) + delta * period, now)

@@ -1,0 +1,266 @@
+"""Token and request limits: burst-proof reservations, settlement, overrides, Redis shared state and outages."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from conftest import GatewayFactory, MockLLM, RedisServer, read_sse, spawn_gateway, write_crs
+from tollway_dataplane.ratelimit.backends import MemoryBackend, RedisBackend
+from tollway_dataplane.ratelimit.gcra import LimitSpec, decide, settle
+
+CHAT = "/v1/chat/completions"
+# 11 characters of content -> an input estimate of 3 tokens; with max_tokens 7 each request reserves 10.
+BODY = {"model": "m", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 7}
+
+
+def limited_crs(upstream: str, limits: str, *, extra_spec: str = "", key: str = "consumer") -> dict[str, str]:
+    return {
+        "base.yaml": f"""
+            apiVersion: tollway.dev/v1alpha1
+            kind: ProviderKeyPool
+            metadata: {{name: mock, namespace: default}}
+            spec: {{provider: openai-compatible, baseURL: "{upstream}/v1"}}
+            ---
+            apiVersion: tollway.dev/v1alpha1
+            kind: AIRoute
+            metadata: {{name: chat, namespace: default}}
+            spec:
+              rules: [{{models: ["*"], backends: [{{pool: mock}}]}}]
+            ---
+            apiVersion: tollway.dev/v1alpha1
+            kind: Consumer
+            metadata: {{name: alice, namespace: default}}
+            spec: {{credentials: [{{secretRef: {{name: keys, key: alice}}}}]}}
+            ---
+            apiVersion: tollway.dev/v1alpha1
+            kind: Consumer
+            metadata: {{name: vip, namespace: default}}
+            spec: {{credentials: [{{secretRef: {{name: keys, key: vip}}}}]}}
+            ---
+            apiVersion: v1
+            kind: Secret
+            metadata: {{name: keys, namespace: default}}
+            stringData: {{alice: sk-alice, vip: sk-vip}}
+        """,
+        "limit.yaml": f"""
+            apiVersion: tollway.dev/v1alpha1
+            kind: TokenRateLimit
+            metadata: {{name: budget, namespace: default}}
+            spec:
+              key: {key}
+              message: "Team budget used up, try again later."
+              limits: {limits}
+              {extra_spec}
+        """,
+    }
+
+
+async def burst(session: aiohttp.ClientSession, urls: list[str], count: int, key: str = "sk-alice") -> list[int]:
+    headers = {"Authorization": f"Bearer {key}"}
+
+    async def one(i: int) -> int:
+        async with session.post(urls[i % len(urls)] + CHAT, json=BODY, headers=headers) as response:
+            await response.read()
+            return response.status
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+# -- the arithmetic -----------------------------------------------------------------------------------------
+
+
+def test_gcra_admits_a_full_window_then_refills_smoothly() -> None:
+    spec = LimitSpec(key="k", amount=100, window=60.0, cost=10)
+    tat: float | None = None
+    admitted = 0
+    for _ in range(15):
+        decision, new = decide((spec,), [tat], now=1000.0)
+        if decision.allowed:
+            admitted += 1
+            tat = new[0]
+    assert admitted == 10
+    decision, _ = decide((spec,), [tat], now=1000.0)
+    assert not decision.allowed and decision.retry_after == pytest.approx(6.0)
+    decision, _ = decide((spec,), [tat], now=1006.0)  # 6 s later, 10 tokens have come back
+    assert decision.allowed
+
+
+def test_settle_refunds_and_charges() -> None:
+    spec = LimitSpec(key="k", amount=100, window=100.0, cost=50)
+    decision, [tat] = decide((spec,), [None], now=0.0)
+    assert decision.states[0].remaining == 50
+    refunded = settle(tat, -40, spec.period, now=0.0)  # used 10 of the 50 reserved
+    decision, _ = decide((LimitSpec("k", 100, 100.0, 0),), [refunded], now=0.0)
+    assert decision.states[0].remaining == 90
+
+
+def test_all_limits_of_a_decision_are_atomic() -> None:
+    wide = LimitSpec(key="a", amount=1000, window=60.0, cost=10)
+    narrow = LimitSpec(key="b", amount=5, window=60.0, cost=10)
+    decision, _ = decide((wide, LimitSpec("b", 5, 60.0, 5)), [None, 55.0], now=0.0)
+    assert not decision.allowed and decision.states[0].remaining == 1000  # the wide limit was not charged
+    del narrow
+
+
+@pytest.mark.parametrize("backend_kind", ["memory", "redis"])
+async def test_backends_agree(backend_kind: str, redis_server: RedisServer) -> None:
+    backend = MemoryBackend() if backend_kind == "memory" else RedisBackend(redis_server.url)
+    try:
+        specs = (LimitSpec("tollway:{t}:a", 100, 60.0, 30), LimitSpec("tollway:{t}:b", 3, 60.0, 1))
+        results = [await backend.reserve(specs) for _ in range(5)]
+        assert [r.allowed for r in results] == [True, True, True, False, False]
+        assert [s.remaining for s in results[2].states] == [10, 0]
+        await backend.adjust([("tollway:{t}:a", -30, 0.6)])
+        after = await backend.reserve((LimitSpec("tollway:{t}:a", 100, 60.0, 0),))
+        assert after.states[0].remaining == 40
+    finally:
+        await backend.close()
+
+
+# -- through the gateway ------------------------------------------------------------------------------------
+
+
+async def test_burst_of_50_against_a_budget_of_10(make_gateway: GatewayFactory, mock_llm: MockLLM) -> None:
+    handle = await make_gateway(limited_crs(mock_llm.url, "[{tokens: 100, window: 1m}]"))
+    statuses = await burst(handle.session, [handle.url], 50)
+    assert statuses.count(200) == 10 and statuses.count(429) == 40
+
+
+async def test_limited_answer_and_headers(make_gateway: GatewayFactory, mock_llm: MockLLM) -> None:
+    handle = await make_gateway(limited_crs(mock_llm.url, "[{requests: 2, window: 1m}, {tokens: 1000, window: 1m}]"))
+    for expected_remaining in ("1", "0"):
+        async with handle.post(CHAT, BODY) as response:
+            assert response.status == 200
+            assert response.headers["x-ratelimit-limit-requests"] == "2"
+            assert response.headers["x-ratelimit-remaining-requests"] == expected_remaining
+            assert response.headers["x-ratelimit-limit-tokens"] == "1000"
+            assert int(response.headers["x-ratelimit-remaining-tokens"]) <= 990
+            assert response.headers["x-ratelimit-reset-tokens"].endswith("s")
+    async with handle.post(CHAT, BODY) as response:
+        assert response.status == 429
+        error = (await response.json())["error"]
+        assert error["message"] == "Team budget used up, try again later."
+        assert error["type"] == "rate_limit_error" and error["code"] == "rate_limit_exceeded"
+        assert int(response.headers["Retry-After"]) >= 1
+        assert response.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+async def test_window_rollover(make_gateway: GatewayFactory, mock_llm: MockLLM) -> None:
+    handle = await make_gateway(limited_crs(mock_llm.url, "[{requests: 2, window: 1s}]"))
+    assert await burst(handle.session, [handle.url], 3) in ([200, 200, 429], [200, 429, 200], [429, 200, 200])
+    await asyncio.sleep(1.05)
+    assert sorted(await burst(handle.session, [handle.url], 2)) == [200, 200]
+
+
+async def test_overrides(make_gateway: GatewayFactory, mock_llm: MockLLM) -> None:
+    files = limited_crs(
+        mock_llm.url,
+        "[{requests: 1, window: 1m}]",
+        extra_spec="overrides: [{match: {consumer: vip}, limits: [{requests: 5, window: 1m}]}]",
+    )
+    handle = await make_gateway(files)
+    assert sorted(await burst(handle.session, [handle.url], 5, key="sk-alice")) == [200] + [429] * 4
+    assert sorted(await burst(handle.session, [handle.url], 6, key="sk-vip")) == [200] * 5 + [429]
+
+
+async def test_keys_by_header_separate_budgets(make_gateway: GatewayFactory, mock_llm: MockLLM) -> None:
+    handle = await make_gateway(limited_crs(mock_llm.url, "[{requests: 1, window: 1m}]", key="header:X-Tenant"))
+    for tenant, expected in (("a", 200), ("b", 200), ("a", 429)):
+        async with handle.post(CHAT, BODY, headers={"X-Tenant": tenant}) as response:
+            assert response.status == expected
+
+
+async def remaining_tokens(handle: object) -> int:
+    """Remaining tokens as the next request sees them, plus that request's own reservation (10)."""
+    async with handle.post(CHAT, BODY) as response:  # type: ignore[attr-defined]
+        assert response.status == 200
+        return int(response.headers["x-ratelimit-remaining-tokens"]) + 10
+
+
+async def test_stream_usage_is_settled(make_gateway: GatewayFactory, mock_llm: MockLLM) -> None:
+    handle = await make_gateway(limited_crs(mock_llm.url, "[{tokens: 10000, window: 1h}]"))
+    await mock_llm.script({"usage": {"prompt_tokens": 100, "completion_tokens": 200}})
+    async with handle.post(CHAT, {**BODY, "stream": True, "max_tokens": 2000}) as response:
+        assert (await read_sse(response))[-1] == b"[DONE]"
+    await asyncio.sleep(0.1)  # settlement runs after the response
+    before = await remaining_tokens(handle)
+    assert 10000 - 300 - 30 <= before <= 10000 - 300  # the reserved 2003 came back, 300 were charged
+
+
+async def test_stream_settles_when_the_client_disconnects(make_gateway: GatewayFactory, mock_llm: MockLLM) -> None:
+    handle = await make_gateway(limited_crs(mock_llm.url, "[{tokens: 10000, window: 1h}]"))
+    await mock_llm.script({"chunks": 50, "chunk_delay_ms": 100})
+    response = await handle.post(CHAT, {**BODY, "stream": True, "max_tokens": 5000})
+    assert int(response.headers["x-ratelimit-remaining-tokens"]) == 10000 - 5003
+    await response.content.readline()
+    response.close()
+    await asyncio.sleep(0.3)
+    remaining = await remaining_tokens(handle)
+    assert remaining >= 10000 - 100, remaining  # the 5003 reserved were settled down to what was streamed
+
+
+async def test_two_processes_share_one_budget(tmp_path: Path, mock_llm: MockLLM, redis_server: RedisServer) -> None:
+    crs = tmp_path / "crs"
+    write_crs(crs, limited_crs(mock_llm.url, "[{tokens: 100, window: 1m}]"))
+    processes = [await spawn_gateway(crs, "--redis-url", redis_server.url) for _ in range(2)]
+    try:
+        async with aiohttp.ClientSession() as session:
+            statuses = await burst(session, [url for _, url in processes], 50)
+        assert statuses.count(200) == 10, statuses
+    finally:
+        for process, _ in processes:
+            process.terminate()
+            await process.wait()
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+async def test_redis_outage_and_recovery(
+    make_gateway: GatewayFactory, mock_llm: MockLLM, redis_server: RedisServer, policy: str
+) -> None:
+    files = limited_crs(mock_llm.url, "[{requests: 3, window: 1m}]", extra_spec=f"failurePolicy: {policy}")
+    handle = await make_gateway(files, redis_url=redis_server.url)
+    assert sorted(await burst(handle.session, [handle.url], 4)) == [200, 200, 200, 429]
+    redis_server.stop()
+    started = time.perf_counter()
+    statuses = await burst(handle.session, [handle.url], 5)
+    elapsed = time.perf_counter() - started
+    print(f"\n5 requests during a Redis outage ({policy}) answered in {elapsed * 1000:.0f} ms")
+    if policy == "open":
+        assert statuses == [200] * 5  # no limit while its state is unreachable
+    else:
+        assert statuses == [503] * 5
+    redis_server.start()  # a fresh, empty Redis on the same port
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.3)
+        async with handle.post(CHAT, BODY) as response:
+            if response.status == 200 and "x-ratelimit-remaining-requests" in response.headers:
+                break
+    else:
+        raise AssertionError("limiting did not resume after Redis came back")
+    assert sorted(await burst(handle.session, [handle.url], 3)) == [200, 200, 429]
+
+
+async def test_limiter_latency_on_loopback_redis(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a timing assert: prints the added latency of one decision so the figure is visible in CI output."""
+    backend = RedisBackend(redis_server.url)
+    try:
+        specs = (LimitSpec("tollway:{bench}:t", 10**9, 60.0, 10), LimitSpec("tollway:{bench}:r", 10**9, 60.0, 1))
+        samples = []
+        for _ in range(1000):
+            started = time.perf_counter()
+            await backend.reserve(specs)
+            samples.append(time.perf_counter() - started)
+        samples.sort()
+        with capsys.disabled():
+            print(
+                f"\nlimiter decision with Redis on loopback: p50 {statistics.median(samples) * 1e6:.0f} us, "
+                f"p99 {samples[int(len(samples) * 0.99)] * 1e6:.0f} us"
+            )
+    finally:
+        await backend.close()
