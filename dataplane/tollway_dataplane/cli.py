@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -28,8 +29,17 @@ def _run(args: argparse.Namespace) -> int:
         reload_interval=args.reload_interval,
         drain_delay=args.drain_delay,
         grace_period=args.grace_period,
+        redis_url=args.redis_url,
+        redis_password=_redis_password(args.redis_password_file),
     )
     return run(source, options)
+
+
+def _redis_password(path: str | None) -> str | None:
+    """From a mounted Secret file, else the environment; never from the command line (it shows in `ps`)."""
+    if path:
+        return Path(path).read_text().strip() or None
+    return os.environ.get("TOLLWAY_REDIS_PASSWORD") or None
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -59,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reload-interval", type=float, default=0.5, help="seconds between config change checks")
     run.add_argument("--drain-delay", type=float, default=2.0, help="seconds not-ready before closing the listener")
     run.add_argument("--grace-period", type=float, default=60.0, help="seconds in-flight requests may take on stop")
+    run.add_argument(
+        "--redis-url",
+        default=os.environ.get("TOLLWAY_REDIS_URL"),
+        help="redis://host:port/db for limits shared by every replica (default: in-process)",
+    )
+    run.add_argument(
+        "--redis-password-file", metavar="FILE", help="file holding the Redis password (or set TOLLWAY_REDIS_PASSWORD)"
+    )
     run.add_argument("--log-level", default="info")
     run.add_argument("--no-access-log", action="store_true")
     run.set_defaults(func=_run)
