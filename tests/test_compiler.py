@@ -246,3 +246,53 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "kind", "name", "fragment"),
+    [
+        (
+            "provider: openai\n",
+            "provider: openai\n  selection: fastest\n",
+            "ProviderKeyPool",
+            "openai",
+            "spec.selection",
+        ),
+        (
+            "provider: openai\n",
+            "provider: openai\n  timeouts: {idle: soon}\n",
+            "ProviderKeyPool",
+            "openai",
+            "spec.timeouts.idle",
+        ),
+        (
+            "provider: openai\n",
+            "provider: openai\n  pricing: [{model: gpt-4o, input: -1, output: 2}]\n",
+            "ProviderKeyPool",
+            "openai",
+            "spec.pricing[0].input",
+        ),
+        ("match: {hosts: [LLM.example.com]}", "match: {hosts: [7]}", "AIRoute", "chat", "spec.match.hosts[0]"),
+        (
+            "key: consumer+model",
+            "key: consumer+model\n  failurePolicy: maybe",
+            "TokenRateLimit",
+            "per-consumer",
+            "spec.failurePolicy",
+        ),
+    ],
+)
+def test_every_field_problem_rejects_the_object(old: str, new: str, kind: str, name: str, fragment: str) -> None:
+    result = compile_crs(docs(BASE.replace(old, new, 1)))
+    status, message = conditions(result, kind, name)["Accepted"]
+    assert status == "False" and fragment in message, message
+
+
+def test_pricing_compiles() -> None:
+    text = BASE.replace(
+        "provider: openai\n",
+        "provider: openai\n  pricing: [{model: 'gpt-4o*', input: 2.5, cachedInput: 1.25, output: 10}]\n",
+        1,
+    )
+    [pool] = compile_crs(docs(text)).config.pools
+    assert pool.pricing[0].model == "gpt-4o*" and pool.pricing[0].cached_input == 1.25

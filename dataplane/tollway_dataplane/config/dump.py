@@ -47,6 +47,10 @@ def _pool(p: Pool) -> dict[str, Any]:
             "timeouts": _timeouts(p.timeouts),
             "headers": dict(p.headers),
             "azure": {"apiVersion": p.azure_api_version} if p.azure_api_version else None,
+            "pricing": [
+                _drop_none({"model": x.model, "input": x.input, "cachedInput": x.cached_input, "output": x.output})
+                for x in p.pricing
+            ],
         }
     )
 

@@ -30,6 +30,7 @@ from .model import (
     LimitOverride,
     Pool,
     PoolKey,
+    Price,
     RateLimit,
     Retry,
     Route,
@@ -95,7 +96,24 @@ def _pool(r: FieldReader, data: dict[str, Any], path: str) -> Pool | None:
         timeouts=_timeouts(r, r.obj(data.get("timeouts"), _join(path, "timeouts")), _join(path, "timeouts")),
         headers=r.pairs(data, "headers", path),
         azure_api_version=api_version,
+        pricing=r.each(data.get("pricing"), _join(path, "pricing"), lambda d, p: _price(r, d, p)),
     )
+
+
+def _price(r: FieldReader, data: dict[str, Any], path: str) -> Price | None:
+    model = r.str_(data, "model", path, required=True)
+    values = {}
+    for name in ("input", "output", "cachedInput"):
+        value = data.get(name)
+        if value is None and name == "cachedInput":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            r.fail(_join(path, name), f"must be a non-negative number of USD per million tokens, got {value!r}")
+            return None
+        values[name] = float(value)
+    if model is None:
+        return None
+    return Price(model=model, input=values["input"], output=values["output"], cached_input=values.get("cachedInput"))
 
 
 def _pool_key(r: FieldReader, data: dict[str, Any], path: str) -> PoolKey | None:

@@ -58,6 +58,16 @@ class PoolKey:
 
 
 @dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens for the models matching `model` (an exact name or a glob)."""
+
+    model: str
+    input: float
+    output: float
+    cached_input: float | None = None  # None: cached input costs the input price
+
+
+@dataclass(frozen=True, slots=True)
 class Pool:
     name: str
     provider: str
@@ -68,6 +78,7 @@ class Pool:
     timeouts: Timeouts = field(default_factory=Timeouts)
     headers: tuple[tuple[str, str], ...] = ()
     azure_api_version: str | None = None
+    pricing: tuple[Price, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,13 +50,14 @@ def compile_route(
             status.warnings.append(f"spec.{field} is not implemented yet and has no effect")
     status.extra["models"] = sorted(first_seen)
     status.extra["modelsSummary"] = ",".join(sorted(first_seen))[:200]
-    status.invalid.extend(r.problems)
+    hosts = tuple(sorted({h.lower() for h in r.strings(match, "hosts", "spec.match")}))
+    status.invalid.extend(r.problems)  # every field is read above this line
     if status.rejected:
         return None
     return Route(
         name=doc.qualified_name,
         rules=tuple(rules),
-        hosts=tuple(sorted({h.lower() for h in r.strings(match, "hosts", "spec.match")})),
+        hosts=hosts,
         path_prefix=prefix.rstrip("/") or "/",
         access=access,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollway_dataplane.config.model import PROVIDERS, SELECTIONS, Cooldown, Pool, PoolKey, Timeouts
+from tollway_dataplane.config.model import PROVIDERS, SELECTIONS, Cooldown, Pool, PoolKey, Price, Timeouts
 
 from ..status import ObjectStatus
 from .common import CRDoc, SpecReader, spec_of
@@ -73,7 +73,11 @@ def compile_pool(doc: CRDoc, secrets: SecretStore, status: ObjectStatus) -> tupl
         r.fail("spec.azure.apiVersion", "is required for provider azure-openai")
     keys, values = _resolve_keys(doc, r, spec.get("keys"), secrets, status)
     status.extra["keyCount"] = len(keys)
-    status.invalid.extend(r.problems)
+    selection = r.enum(spec, "selection", "spec", SELECTIONS, "round-robin")
+    timeouts = read_timeouts(r, spec.get("timeouts"), "spec.timeouts") or Timeouts()
+    headers = r.pairs(spec, "headers", "spec")
+    pricing = _pricing(r, spec.get("pricing"))
+    status.invalid.extend(r.problems)  # every field is read above this line, so no problem goes unreported
     if status.rejected or base_url is None:
         return None
     pool = Pool(
@@ -81,13 +85,34 @@ def compile_pool(doc: CRDoc, secrets: SecretStore, status: ObjectStatus) -> tupl
         provider=provider,
         base_url=base_url.rstrip("/"),
         keys=keys,
-        selection=r.enum(spec, "selection", "spec", SELECTIONS, "round-robin"),
+        selection=selection,
         cooldown=cooldown,
-        timeouts=read_timeouts(r, spec.get("timeouts"), "spec.timeouts") or Timeouts(),
-        headers=r.pairs(spec, "headers", "spec"),
+        timeouts=timeouts,
+        headers=headers,
         azure_api_version=api_version,
+        pricing=pricing,
     )
     return pool, values
+
+
+def _pricing(r: SpecReader, value: Any) -> tuple[Price, ...]:
+    out = []
+    for i, item in enumerate(r.items(value, "spec.pricing")):
+        path = f"spec.pricing[{i}]"
+        data = r.obj(item, path)
+        model = r.str_(data, "model", path, required=True)
+        prices: dict[str, float] = {}
+        for name in ("input", "output", "cachedInput"):
+            price = data.get(name)
+            if price is None and name == "cachedInput":
+                continue
+            if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
+                r.fail(f"{path}.{name}", f"must be a non-negative number (USD per million tokens), got {price!r}")
+            else:
+                prices[name] = float(price)
+        if model is not None and "input" in prices and "output" in prices:
+            out.append(Price(model, prices["input"], prices["output"], prices.get("cachedInput")))
+    return tuple(out)
 
 
 def _resolve_keys(

@@ -54,7 +54,9 @@ def compile_rate_limit(doc: CRDoc, routes_in_namespace: Collection[str], status:
     estimate = r.obj(spec.get("estimate"), "spec.estimate")
     default_max_tokens = r.int_(estimate, "defaultMaxTokens", "spec.estimate", 1024, minimum=1) or 1024
     status.extra["limitsSummary"] = ", ".join(_describe(lim) for lim in limits)
-    status.invalid.extend(r.problems)
+    message = r.str_(spec, "message", "spec") or DEFAULT_LIMIT_MESSAGE
+    failure_policy = r.enum(spec, "failurePolicy", "spec", FAILURE_POLICIES, "open")
+    status.invalid.extend(r.problems)  # every field is read above this line
     if status.rejected:
         return None
     return RateLimit(
@@ -63,8 +65,8 @@ def compile_rate_limit(doc: CRDoc, routes_in_namespace: Collection[str], status:
         key=key,
         limits=limits,
         overrides=tuple(overrides),
-        message=r.str_(spec, "message", "spec") or DEFAULT_LIMIT_MESSAGE,
-        failure_policy=r.enum(spec, "failurePolicy", "spec", FAILURE_POLICIES, "open"),
+        message=message,
+        failure_policy=failure_policy,
         default_max_tokens=default_max_tokens,
     )
 
