@@ -259,8 +259,8 @@ def test_bad_durations(text: str) -> None:
             "spec.selection",
         ),
         (
-            "provider: openai\n",
-            "provider: openai\n  timeouts: {idle: soon}\n",
+            "timeouts: {connect: 1s",
+            "timeouts: {idle: soon, connect: 1s",
             "ProviderKeyPool",
             "openai",
             "spec.timeouts.idle",
