@@ -155,8 +155,10 @@ class GatewayHandle:
         write_crs(self.crs, files)
 
     async def reload(self) -> bool:
-        """Apply file changes now instead of waiting for the watcher's next poll."""
-        return await self.running.reloader.load_once()
+        """Apply file changes now; True when a new snapshot went live (by this call or the watcher's own poll)."""
+        before = self.running.gateway.snapshot
+        await self.running.reloader.load_once()
+        return self.running.gateway.snapshot is not before
 
     def post(self, path: str, body: Any = None, key: str | None = "sk-alice", **kwargs: Any) -> Any:
         headers = dict(kwargs.pop("headers", {}))

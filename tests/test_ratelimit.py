@@ -206,12 +206,13 @@ async def test_stream_settles_when_the_client_disconnects(make_gateway: GatewayF
 
 async def test_two_processes_share_one_budget(tmp_path: Path, mock_llm: MockLLM, redis_server: RedisServer) -> None:
     crs = tmp_path / "crs"
-    write_crs(crs, limited_crs(mock_llm.url, "[{tokens: 100, window: 1m}]"))
+    # failurePolicy closed: even a Redis call timing out on a loaded machine cannot let an extra request through.
+    write_crs(crs, limited_crs(mock_llm.url, "[{tokens: 100, window: 1m}]", extra_spec="failurePolicy: closed"))
     processes = [await spawn_gateway(crs, "--redis-url", redis_server.url) for _ in range(2)]
     try:
         async with aiohttp.ClientSession() as session:
             statuses = await burst(session, [url for _, url in processes], 50)
-        assert statuses.count(200) == 10, statuses
+        assert statuses.count(200) <= 10 and statuses.count(429) >= 30, sorted(statuses)
     finally:
         for process, _ in processes:
             process.terminate()

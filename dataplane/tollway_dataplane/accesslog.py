@@ -4,41 +4,56 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import orjson
 
+from .capture import redact
 from .context import RequestContext
 
 log = logging.getLogger("tollway.access")
 
 
-def record(ctx: RequestContext) -> dict[str, object]:
+def record(ctx: RequestContext, text_limit: int = 2000) -> dict[str, Any]:
     usage = ctx.usage
+    ai_log: dict[str, Any] = {
+        "route": ctx.route,
+        "consumer": ctx.consumer,
+        "requested_model": ctx.requested_model,
+        "served_model": ctx.served_model,
+        "pool": ctx.pool,
+        "key_index": ctx.key_index,
+        "stream": ctx.stream,
+        "attempts": len(ctx.attempts),
+        "fallback_chain": [
+            {"pool": a.pool, "model": a.model, "key_index": a.key_index, "outcome": a.outcome} for a in ctx.attempts
+        ],
+        "input_tokens": usage.input_tokens if usage else None,
+        "cached_input_tokens": usage.cached_input_tokens if usage else None,
+        "output_tokens": usage.output_tokens if usage else None,
+        "usage_estimated": usage.estimated if usage else None,
+        "cost_usd": round(ctx.cost, 8) if ctx.cost is not None else None,
+        "ttft_ms": round(ctx.ttft * 1000, 3) if ctx.ttft is not None else None,
+        "duration_ms": round(ctx.duration * 1000, 3),
+        "status": ctx.status,
+        "cache": None,  # filled in by the response cache when a route enables it
+        "guardrail": None,  # filled in by content safety when a route enables it
+        "error": ctx.error or None,
+    }
+    if ctx.capture:
+        ai_log["prompt"] = redact(ctx.prompt or "", text_limit)
+        ai_log["completion"] = redact(ctx.completion or "", text_limit)
     return {
-        "time": time.time(),
+        "time": round(time.time(), 3),
         "request_id": ctx.request_id,
         "method": ctx.method,
         "path": ctx.path,
         "status": ctx.status,
-        "duration_ms": round(ctx.duration * 1000, 3),
-        "ai_log": {
-            "route": ctx.route,
-            "consumer": ctx.consumer,
-            "requested_model": ctx.requested_model,
-            "served_model": ctx.served_model,
-            "pool": ctx.pool,
-            "key_index": ctx.key_index,
-            "stream": ctx.stream,
-            "attempts": [[a.pool, a.model, a.key_index, a.outcome] for a in ctx.attempts],
-            "input_tokens": usage.input_tokens if usage else None,
-            "output_tokens": usage.output_tokens if usage else None,
-            "usage_estimated": usage.estimated if usage else None,
-            "ttft_ms": round(ctx.ttft * 1000, 3) if ctx.ttft is not None else None,
-            "error": ctx.error or None,
-        },
+        "duration_ms": ai_log["duration_ms"],
+        "ai_log": ai_log,
     }
 
 
-def write(ctx: RequestContext) -> None:
+def write(ctx: RequestContext, text_limit: int = 2000) -> None:
     if ctx.endpoint and log.isEnabledFor(logging.INFO):
-        log.info(orjson.dumps(record(ctx)).decode())
+        log.info(orjson.dumps(record(ctx, text_limit)).decode())

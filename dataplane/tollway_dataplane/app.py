@@ -18,10 +18,12 @@ import orjson
 from aiohttp import web
 
 from . import accesslog, metrics
+from .capture import prompt_text
 from .config.model import DEFAULT_MAX_BODY_BYTES
 from .context import RequestContext
 from .errors import GatewayError
 from .pools import KeyStateRegistry
+from .pricing import cost_usd
 from .providers.base import CHAT, COMPLETIONS, EMBEDDINGS, Call
 from .proxy import Upstream
 from .ratelimit.backends import LimitBackend, MemoryBackend
@@ -41,8 +43,12 @@ def new_request_id() -> str:
 class Gateway:
     """Holds the current snapshot and serves requests against it."""
 
-    def __init__(self, limit_backend: LimitBackend | None = None) -> None:
+    def __init__(
+        self, limit_backend: LimitBackend | None = None, *, capture_text: bool = False, capture_limit: int = 2000
+    ) -> None:
         self.limiter = RateLimiter(limit_backend or MemoryBackend())
+        self.capture_text = capture_text  # prompts and completions in the access log (redacted, truncated)
+        self.capture_limit = capture_limit
         self.snapshot: Snapshot | None = None
         self.registry = KeyStateRegistry()
         self.draining = False
@@ -56,6 +62,7 @@ class Gateway:
     def install(self, snapshot: Snapshot) -> None:
         """Swap in a new snapshot: one reference assignment; requests in flight keep the one they hold."""
         self.snapshot = snapshot
+        metrics.BENCHED_KEYS.source = lambda: snapshot.pools
         metrics.CONFIG_GENERATION.set(snapshot.generation)
         metrics.CONFIG_INFO.info({"hash": snapshot.hash})
         metrics.CONFIG_LOADED_AT.set(snapshot.loaded_at)
@@ -98,6 +105,7 @@ class Gateway:
             request_id=request.headers.get("x-request-id") or new_request_id(), method=method, path=path
         )
         self.in_flight += 1
+        metrics.IN_FLIGHT.inc()
         response: web.StreamResponse | None = None
         try:
             response = await self._serve(request, ctx)
@@ -122,11 +130,14 @@ class Gateway:
             return error.response({"x-request-id": ctx.request_id})
         finally:
             self.in_flight -= 1
+            metrics.IN_FLIGHT.dec()
             ctx.finished = time.perf_counter()
+            if ctx.usage is not None and ctx.price is not None:
+                ctx.cost = cost_usd(ctx.usage, ctx.price)
             if ctx.reservation is not None:
                 self.limiter.settle_soon(ctx.reservation, ctx.usage)
             metrics.observe(ctx)
-            accesslog.write(ctx)
+            accesslog.write(ctx, self.capture_limit)
 
     async def _serve(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
         snapshot = self.snapshot
@@ -170,6 +181,9 @@ class Gateway:
             raw = orjson.dumps(body)
         call = _make_call(endpoint, body, raw)
         call.egress = ctx.egress
+        if self.capture_text:
+            ctx.capture = True
+            ctx.prompt = prompt_text(call.body)
         ctx.requested_model = call.model
         ctx.stream = call.stream
         match = _resolve(snapshot, prefix, _host(request), call.model, consumer.may_use)

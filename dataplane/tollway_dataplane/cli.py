@@ -19,8 +19,16 @@ def _run(args: argparse.Namespace) -> int:
         source = CRDirectorySource([Path(p) for p in args.crs])
     elif args.config:
         source = FileSource(Path(args.config), Path(args.secrets) if args.secrets else None)
+    elif args.kube_configmap:
+        from .kubesource import KubeSource
+
+        namespace, _, name = args.kube_configmap.partition("/")
+        if not namespace or not name:
+            print("tollway run: --kube-configmap takes NAMESPACE/NAME", file=sys.stderr)
+            return 2
+        source = KubeSource(namespace, name, args.kube_secret, kubeconfig=args.kubeconfig)
     else:
-        print("tollway run: give --crs DIR or --config FILE", file=sys.stderr)
+        print("tollway run: give --crs DIR, --config FILE or --kube-configmap NAMESPACE/NAME", file=sys.stderr)
         return 2
     options = ServerOptions(
         host=args.host,
@@ -31,6 +39,9 @@ def _run(args: argparse.Namespace) -> int:
         grace_period=args.grace_period,
         redis_url=args.redis_url,
         redis_password=_redis_password(args.redis_password_file),
+        consumer_label=args.metrics_consumer_label,
+        log_text=args.log_prompts,
+        log_text_limit=args.log_text_limit,
     )
     return run(source, options)
 
@@ -48,6 +59,33 @@ def _render(args: argparse.Namespace) -> int:
     return render([Path(p) for p in args.paths], show_secrets=args.show_secrets, output=args.output)
 
 
+def _operator(args: argparse.Namespace) -> int:
+    from tollway_operator.main import run
+    from tollway_operator.options import OperatorOptions
+
+    try:
+        options = OperatorOptions(
+            namespaces=tuple(args.namespace or ()),
+            all_namespaces=args.all_namespaces,
+            target_namespace=args.target_namespace or "",
+            configmap=args.configmap,
+            secret=args.secret or "",
+            debounce=args.debounce,
+            max_delay=max(args.max_delay, args.debounce),
+            peering=args.peering,
+            priority=args.priority,
+            kubeconfig=args.kubeconfig,
+            max_object_bytes=args.max_object_bytes,
+            resync=args.resync,
+            liveness=args.liveness,
+            log_level=args.log_level,
+        )
+    except ValueError as exc:
+        print(f"tollway operator: {exc}", file=sys.stderr)
+        return 2
+    return run(options)
+
+
 def _mock(args: argparse.Namespace) -> int:
     import tollway_mock
 
@@ -62,7 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     source = run.add_mutually_exclusive_group()
     source.add_argument("--crs", action="append", metavar="DIR", help="custom resource YAML files or directories")
     source.add_argument("--config", metavar="FILE", help="a rendered config file (JSON or YAML)")
+    source.add_argument(
+        "--kube-configmap", metavar="NAMESPACE/NAME", help="watch the operator's rendered ConfigMap through the API"
+    )
     run.add_argument("--secrets", metavar="FILE", help="the provider-keys document that goes with --config")
+    run.add_argument(
+        "--kube-secret", metavar="NAME", help="the provider-keys Secret (default: derived from the ConfigMap name)"
+    )
+    run.add_argument("--kubeconfig", metavar="PATH", help="default: in-cluster, else KUBECONFIG or ~/.kube/config")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8080)
     run.add_argument("--metrics-port", type=int, default=9464, help="0 disables the metrics listener")
@@ -77,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--redis-password-file", metavar="FILE", help="file holding the Redis password (or set TOLLWAY_REDIS_PASSWORD)"
     )
+    run.add_argument(
+        "--metrics-consumer-label",
+        default="on",
+        metavar="on|off|cap:N",
+        help="consumer label on metrics: on, off, or capped at N distinct consumers (the rest are 'other')",
+    )
+    run.add_argument(
+        "--log-prompts", action="store_true", help="put prompt and completion text in the access log (redacted)"
+    )
+    run.add_argument("--log-text-limit", type=int, default=2000, help="characters of prompt/completion to keep")
     run.add_argument("--log-level", default="info")
     run.add_argument("--no-access-log", action="store_true")
     run.set_defaults(func=_run)
@@ -86,6 +141,30 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--show-secrets", action="store_true", help="print provider keys instead of redacting them")
     render.add_argument("--output", "-o", choices=("yaml", "json"), default="yaml")
     render.set_defaults(func=_render)
+
+    operator = sub.add_parser("operator", help="run the operator: compile the CRs into the data plane's config")
+    watched = operator.add_mutually_exclusive_group(required=True)
+    watched.add_argument("--namespace", "-n", action="append", metavar="NS", help="a namespace to watch (repeatable)")
+    watched.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    operator.add_argument(
+        "--target-namespace", metavar="NS", help="where the ConfigMap and Secret go (default: first --namespace)"
+    )
+    operator.add_argument("--configmap", default="tollway-config", metavar="NAME", help="default: %(default)s")
+    operator.add_argument("--secret", metavar="NAME", help="provider-keys Secret (default: tollway-provider-keys)")
+    operator.add_argument("--debounce", type=float, default=0.2, help="quiet seconds before a render (%(default)s)")
+    operator.add_argument("--max-delay", type=float, default=2.0, help="render at least this often under churn")
+    operator.add_argument(
+        "--peering", metavar="NAME", help="enable kopf peering (several replicas, one active); default: standalone"
+    )
+    operator.add_argument("--priority", type=int, default=0, help="kopf peering priority")
+    operator.add_argument("--kubeconfig", metavar="PATH", help="default: in-cluster, else KUBECONFIG or ~/.kube/config")
+    operator.add_argument(
+        "--max-object-bytes", type=int, default=900 * 1024, help="shard rendered documents above this size"
+    )
+    operator.add_argument("--resync", type=float, default=300.0, help="seconds between drift-repairing re-renders")
+    operator.add_argument("--liveness", metavar="URL", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    operator.add_argument("--log-level", default="info")
+    operator.set_defaults(func=_operator)
 
     mock = sub.add_parser("mock", help="run a mock LLM server (OpenAI protocol, scriptable)")
     import tollway_mock

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from .usage import Usage
 
 if TYPE_CHECKING:
+    from .config.model import Price
     from .egress import Egress
     from .ratelimit.limiter import Reservation
 
@@ -44,6 +45,11 @@ class RequestContext:
     egress: Egress | None = None  # set when the caller speaks a protocol other than OpenAI
     reservation: Reservation | None = None  # rate-limit reservation to settle once usage is known
     response_headers: dict[str, str] = field(default_factory=dict)  # added to every answer (rate-limit state)
+    price: Price | None = None  # the serving pool's price for the served model
+    cost: float | None = None  # USD, once usage is known
+    capture: bool = False  # keep prompt and completion text for the access log
+    prompt: str | None = None
+    completion: str | None = None
 
     @property
     def duration(self) -> float:

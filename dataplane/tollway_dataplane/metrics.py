@@ -1,20 +1,44 @@
-"""Prometheus metrics (names are part of the API: prefix tollway_)."""
+"""Prometheus metrics. Names and labels are part of the product's API (docs/metrics.md); prefix tollway_."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from .context import RequestContext
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-_LABELS = ("route", "model", "consumer", "pool", "status_class")
+_TRAFFIC = ("route", "model", "consumer", "pool")
 # LLM latencies span tens of milliseconds (cache hits, embeddings) to minutes (long reasoning answers).
-_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+_TOKENS_PER_SECOND_BUCKETS = (1, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000)
 
-REQUESTS = Counter("tollway_requests", "Requests served, by outcome.", _LABELS, registry=REGISTRY)
-INPUT_TOKENS = Counter("tollway_input_tokens", "Input (prompt) tokens.", _LABELS[:4], registry=REGISTRY)
-OUTPUT_TOKENS = Counter("tollway_output_tokens", "Output (completion) tokens.", _LABELS[:4], registry=REGISTRY)
+REQUESTS = Counter("tollway_requests", "Requests, by outcome.", (*_TRAFFIC, "status_class"), registry=REGISTRY)
+INPUT_TOKENS = Counter(
+    "tollway_input_tokens", "Input (prompt) tokens, cached ones included.", _TRAFFIC, registry=REGISTRY
+)
+CACHED_INPUT_TOKENS = Counter(
+    "tollway_cached_input_tokens", "Input tokens the provider served from its cache.", _TRAFFIC, registry=REGISTRY
+)
+OUTPUT_TOKENS = Counter("tollway_output_tokens", "Output (completion) tokens.", _TRAFFIC, registry=REGISTRY)
+ESTIMATED_USAGE = Counter(
+    "tollway_estimated_usage_requests",
+    "Requests whose usage the provider did not report (the token counters hold an estimate for them).",
+    ("route", "pool"),
+    registry=REGISTRY,
+)
+COST = Counter(
+    "tollway_cost_usd",
+    "Spend in US dollars, from the pools' pricing.",
+    ("route", "model", "consumer"),
+    registry=REGISTRY,
+)
 DURATION = Histogram(
     "tollway_request_duration_seconds",
     "Time from request to last byte.",
@@ -29,13 +53,86 @@ TTFT = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
-RATE_LIMITED = Counter(
-    "tollway_rate_limited_requests", "Requests refused by a TokenRateLimit.", ("limit",), registry=REGISTRY
+OUTPUT_TPS = Histogram(
+    "tollway_output_tokens_per_second",
+    "Output tokens per second of generation (after the first token for streams).",
+    ("route", "model"),
+    buckets=_TOKENS_PER_SECOND_BUCKETS,
+    registry=REGISTRY,
 )
+RATE_LIMITED = Counter(
+    "tollway_rate_limited_requests", "Requests refused by a TokenRateLimit.", ("limit", "consumer"), registry=REGISTRY
+)
+RETRIES = Counter(
+    "tollway_upstream_retries", "Attempts after the first one of a request.", ("route", "pool"), registry=REGISTRY
+)
+FALLBACKS = Counter(
+    "tollway_fallbacks",
+    "Requests served by another pool than the first one tried.",
+    ("route", "from_pool", "to_pool"),
+    registry=REGISTRY,
+)
+UPSTREAM_ERRORS = Counter(
+    "tollway_upstream_errors", "Failed upstream attempts.", ("pool", "key_index", "reason"), registry=REGISTRY
+)
+IN_FLIGHT = Gauge("tollway_in_flight_requests", "Requests being served.", registry=REGISTRY)
+IN_FLIGHT_STREAMS = Gauge("tollway_in_flight_streams", "Streams being relayed.", registry=REGISTRY)
 CONFIG_GENERATION = Gauge("tollway_config_generation", "Generation of the loaded config.", registry=REGISTRY)
 CONFIG_LOADED_AT = Gauge("tollway_config_loaded_timestamp_seconds", "When the config was loaded.", registry=REGISTRY)
 CONFIG_INFO = Info("tollway_config", "The loaded config's content hash.", registry=REGISTRY)
 RELOAD_FAILURES = Counter("tollway_config_reload_failures", "Config changes rejected as invalid.", registry=REGISTRY)
+
+
+class ConsumerLabel:
+    """A cardinality guard for the consumer label: `on`, `off` (always empty) or capped at N distinct values."""
+
+    def __init__(self, mode: str = "on"):
+        self.set_mode(mode)
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in ("on", "off") and not (mode.startswith("cap:") and mode[4:].isdigit()):
+            raise ValueError(f"consumer label mode must be on, off or cap:N, got {mode!r}")
+        self.mode = mode
+        self.cap = int(mode[4:]) if mode.startswith("cap:") else None
+        self.seen: set[str] = set()
+
+    def __call__(self, consumer: str) -> str:
+        if self.mode == "off":
+            return ""
+        if self.cap is None or consumer in self.seen:
+            return consumer
+        if len(self.seen) < self.cap:
+            self.seen.add(consumer)
+            return consumer
+        return "other"
+
+
+consumer_label = ConsumerLabel()
+
+
+class BenchedKeys(Collector):
+    """Keys cooling down right now, per pool; read from the live snapshot at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, Any]] = dict  # the live snapshot's pools, set on every reload
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("tollway_benched_keys", "Provider keys cooling down, per pool.", labels=["pool"])
+        now = time.monotonic()
+        for name, pool in self.source().items():
+            keys = getattr(pool, "keys", ())
+            family.add_metric([name], sum(1 for k in keys if k.state.benched_until > now))
+        yield family
+
+
+BENCHED_KEYS = BenchedKeys()
+REGISTRY.register(BENCHED_KEYS)
+
+
+SKIPPED = ("all-keys-benched", "unsupported")
 
 
 def _status_class(status: int) -> str:
@@ -46,11 +143,45 @@ def observe(ctx: RequestContext) -> None:
     if not ctx.endpoint:
         return  # health checks and unknown paths are not traffic
     model = ctx.served_model or ctx.requested_model
-    REQUESTS.labels(ctx.route, model, ctx.consumer, ctx.pool, _status_class(ctx.status)).inc()
-    if ctx.usage is not None:
-        INPUT_TOKENS.labels(ctx.route, model, ctx.consumer, ctx.pool).inc(ctx.usage.input_tokens)
-        OUTPUT_TOKENS.labels(ctx.route, model, ctx.consumer, ctx.pool).inc(ctx.usage.output_tokens)
-    if ctx.route:
-        DURATION.labels(ctx.route, model).observe(ctx.duration)
-        if ctx.ttft is not None:
-            TTFT.labels(ctx.route, model).observe(ctx.ttft)
+    consumer = consumer_label(ctx.consumer)
+    route = ctx.route
+    REQUESTS.labels(route, model, consumer, ctx.pool, _status_class(ctx.status)).inc()
+    _observe_attempts(ctx)
+    usage = ctx.usage
+    if usage is not None and ctx.pool:
+        INPUT_TOKENS.labels(route, model, consumer, ctx.pool).inc(usage.input_tokens)
+        OUTPUT_TOKENS.labels(route, model, consumer, ctx.pool).inc(usage.output_tokens)
+        if usage.cached_input_tokens:
+            CACHED_INPUT_TOKENS.labels(route, model, consumer, ctx.pool).inc(usage.cached_input_tokens)
+        if usage.estimated:
+            ESTIMATED_USAGE.labels(route, ctx.pool).inc()
+        if ctx.cost is not None:
+            COST.labels(route, model, consumer).inc(ctx.cost)
+    if not route:
+        return
+    DURATION.labels(route, model).observe(ctx.duration)
+    if ctx.ttft is not None:
+        TTFT.labels(route, model).observe(ctx.ttft)
+    if usage is not None and usage.output_tokens > 0 and ctx.status == 200:
+        generation = ctx.duration - (ctx.ttft or 0.0)
+        if generation > 0:
+            OUTPUT_TPS.labels(route, model).observe(usage.output_tokens / generation)
+
+
+def _observe_attempts(ctx: RequestContext) -> None:
+    attempts = ctx.attempts
+    if not attempts:
+        return
+    called = [a for a in attempts if a.outcome not in SKIPPED]  # pools skipped without a call are not attempts
+    for attempt in called[1:]:
+        RETRIES.labels(ctx.route, attempt.pool).inc()
+    for attempt in called:
+        if attempt.outcome != "ok":
+            key_index = "" if attempt.key_index is None else str(attempt.key_index)
+            UPSTREAM_ERRORS.labels(attempt.pool, key_index, attempt.outcome).inc()
+    if ctx.pool and attempts[0].pool != ctx.pool:
+        FALLBACKS.labels(ctx.route, attempts[0].pool, ctx.pool).inc()
+
+
+def rate_limited(limit: str, consumer: str) -> None:
+    RATE_LIMITED.labels(limit, consumer_label(consumer)).inc()

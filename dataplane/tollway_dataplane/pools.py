@@ -10,7 +10,8 @@ import random
 import time
 from dataclasses import dataclass
 
-from .config.model import Pool
+from .config.model import Pool, Price
+from .pricing import price_for
 
 
 @dataclass(slots=True)
@@ -67,6 +68,14 @@ class PoolRuntime:
             if k.id in key_values
         )
         self.missing_keys = len(pool.keys) - len(self.keys)
+        self._prices: dict[str, Price | None] = {}
+
+    def price(self, model: str) -> Price | None:
+        if model not in self._prices:
+            if len(self._prices) > 1000:
+                self._prices.clear()
+            self._prices[model] = price_for(self.config.pricing, model)
+        return self._prices[model]
 
     @property
     def keyless(self) -> bool:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from . import metrics
+from .capture import StreamCapture, completion_text
 from .config.model import Backend, Rule
 from .context import AttemptRecord, RequestContext
 from .errors import GatewayError, sse_error_event
@@ -217,6 +219,7 @@ class Upstream:
     def _served_by(ctx: RequestContext, pool: PoolRuntime, model: str, key_index: int | None) -> None:
         ctx.attempts.append(AttemptRecord(pool.name, model, key_index, "ok"))
         ctx.pool, ctx.served_model, ctx.key_index = pool.name, model, key_index
+        ctx.price = pool.price(model)
 
     @staticmethod
     def _http_failure(translator: Translator, status: int, body: bytes, headers: object) -> Failure:
@@ -262,6 +265,8 @@ class Upstream:
 
     def _whole_response(self, ctx: RequestContext, translator: Translator, call: Call, body: bytes) -> web.Response:
         out, usage = translator.translate_response(call, body)
+        if ctx.capture:
+            ctx.completion = completion_text(out)
         if call.egress is not None:
             out = call.egress.body(out)
         ctx.usage = usage or Usage(input_tokens=estimate_input_tokens(call.body), estimated=True)
@@ -284,6 +289,10 @@ class Upstream:
         ctx.status = 200
         ctx.ttft = time.perf_counter() - ctx.started
         egress = call.egress.stream(ctx.served_model) if call.egress is not None else None
+        capture = StreamCapture() if ctx.capture else None
+        if capture is not None:
+            capture.feed(first)
+        metrics.IN_FLIGHT_STREAMS.inc()
         try:
             await out.write(b"".join(egress.feed(first) if egress else first))
             content = response.content
@@ -293,6 +302,8 @@ class Upstream:
                 if not data:
                     break
                 events = stream.feed(data)
+                if capture is not None:
+                    capture.feed(events)
                 if egress is not None and events:
                     events = egress.feed(events)
                 if events:
@@ -321,9 +332,12 @@ class Upstream:
         except (ConnectionResetError, asyncio.CancelledError):
             ctx.error = "client disconnected"
             ctx.status = 499
-            _settle_stream_usage(ctx, call, stream)
             raise
-        _settle_stream_usage(ctx, call, stream)
+        finally:
+            metrics.IN_FLIGHT_STREAMS.dec()
+            _settle_stream_usage(ctx, call, stream)
+            if capture is not None:
+                ctx.completion = capture.text
         await _write_eof_quietly(out)
         return out
 

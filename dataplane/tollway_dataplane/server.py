@@ -30,6 +30,9 @@ class ServerOptions:
     grace_period: float = 60.0  # how long in-flight requests and streams may take to finish
     redis_url: str | None = None  # shared limit state; without it, in-process
     redis_password: str | None = None
+    consumer_label: str = "on"  # on | off | cap:N: cardinality guard for the metrics' consumer label
+    log_text: bool = False  # prompts and completions in the access log (redacted and truncated)
+    log_text_limit: int = 2000
 
 
 def metrics_app() -> web.Application:
@@ -46,7 +49,10 @@ class RunningGateway:
 
     def __init__(self, source: ConfigSource, options: ServerOptions):
         self.options = options
-        self.gateway = Gateway(_limit_backend(options))
+        metrics.consumer_label.set_mode(options.consumer_label)
+        self.gateway = Gateway(
+            _limit_backend(options), capture_text=options.log_text, capture_limit=options.log_text_limit
+        )
         self.reloader = Reloader(self.gateway, source, options.reload_interval)
         self._runner = web.AppRunner(self.gateway.make_app(), access_log=None)
         self._metrics_runner: web.AppRunner | None = None

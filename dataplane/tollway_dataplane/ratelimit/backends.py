@@ -127,7 +127,7 @@ class RedisBackend:
     instead of making each request wait, and the outage and the recovery are logged once each.
     """
 
-    def __init__(self, url: str, password: str | None = None, timeout: float = 0.25, retry_interval: float = 1.0):
+    def __init__(self, url: str, password: str | None = None, timeout: float = 0.5, retry_interval: float = 1.0):
         import redis.asyncio as redis
 
         self._client = redis.Redis.from_url(

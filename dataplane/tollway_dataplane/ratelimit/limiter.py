@@ -141,7 +141,7 @@ class RateLimiter:
                     request_state = entry
             if not decision.allowed:
                 await self.release(reservation)
-                raise self._limited(rate_limit, decision, token_state, request_state)
+                raise self._limited(rate_limit, facts, decision, token_state, request_state)
             reservation.held.append((self.backend, held))
         reservation.headers = _headers(token_state, request_state)
         return reservation
@@ -149,13 +149,14 @@ class RateLimiter:
     def _limited(
         self,
         rate_limit: RateLimit,
+        facts: RequestFacts,
         decision: Decision,
         token_state: tuple[int, int, float] | None,
         request_state: tuple[int, int, float] | None,
     ) -> GatewayError:
         from .. import metrics
 
-        metrics.RATE_LIMITED.labels(rate_limit.name).inc()
+        metrics.rate_limited(rate_limit.name, facts.consumer)
         headers = _headers(token_state, request_state)
         headers["Retry-After"] = str(ceil_seconds(decision.retry_after))
         return GatewayError(429, rate_limit.message, "rate_limit_exceeded", headers=headers)

@@ -1,0 +1,210 @@
+"""Metrics, the access log and cost, from scripted traffic with known usage; and the dashboard's queries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from conftest import GatewayFactory, GatewayHandle, MockLLM, read_sse
+from tollway_dataplane.metrics import REGISTRY
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAT = "/v1/chat/completions"
+SECRETS = ("sk-otto-secret", "upstream-obs-key", "sk-leaked-in-prompt-0123456789")
+
+
+def observed_crs(upstream: str) -> dict[str, str]:
+    return {
+        "all.yaml": f"""
+            apiVersion: tollway.dev/v1alpha1
+            kind: ProviderKeyPool
+            metadata: {{name: obs-primary, namespace: obs}}
+            spec:
+              provider: openai-compatible
+              baseURL: {upstream}/v1
+              keys: [{{secretRef: {{name: obs-upstream}}}}]
+              pricing: [{{model: "obs-*", input: 1.0, cachedInput: 0.5, output: 2.0}}]
+            ---
+            apiVersion: tollway.dev/v1alpha1
+            kind: ProviderKeyPool
+            metadata: {{name: obs-backup, namespace: obs}}
+            spec:
+              provider: openai-compatible
+              baseURL: {upstream}/v1
+              pricing: [{{model: "obs-*", input: 1.0, output: 2.0}}]
+            ---
+            apiVersion: v1
+            kind: Secret
+            metadata: {{name: obs-upstream, namespace: obs}}
+            stringData: {{k: upstream-obs-key}}
+            ---
+            apiVersion: tollway.dev/v1alpha1
+            kind: AIRoute
+            metadata: {{name: observed, namespace: obs}}
+            spec:
+              rules:
+                - models: [obs-model]
+                  backends: [{{pool: obs-primary}}]
+                  fallbacks: [{{pool: obs-backup, model: obs-fallback}}]
+                  retry: {{attempts: 0}}
+            ---
+            apiVersion: tollway.dev/v1alpha1
+            kind: Consumer
+            metadata: {{name: otto, namespace: obs}}
+            spec: {{credentials: [{{secretRef: {{name: otto-key}}}}]}}
+            ---
+            apiVersion: v1
+            kind: Secret
+            metadata: {{name: otto-key, namespace: obs}}
+            stringData: {{apiKey: sk-otto-secret}}
+            ---
+            apiVersion: tollway.dev/v1alpha1
+            kind: TokenRateLimit
+            metadata: {{name: obs-limit, namespace: obs}}
+            spec:
+              limits: [{{requests: 4, window: 1h}}]
+        """
+    }
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tollway_dataplane.logs import JSONFormatter
+
+        self.records.append(record)
+        self.lines.append(JSONFormatter().format(record))
+
+
+@pytest.fixture
+def logs() -> Iterator[Lines]:
+    handler = Lines()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def scrape(handle: GatewayHandle) -> str:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{handle.running.metrics_port}/metrics") as response,
+    ):
+        assert response.status == 200
+        return await response.text()
+
+
+async def test_metrics_access_log_and_cost(make_gateway: GatewayFactory, mock_llm: MockLLM, logs: Lines) -> None:
+    handle = await make_gateway(observed_crs(mock_llm.url), log_text=True, log_text_limit=200)
+    traffic = {"route": "obs/observed", "consumer": "obs/otto"}
+    primary = {**traffic, "model": "obs-model", "pool": "obs/obs-primary"}
+    backup = {**traffic, "model": "obs-fallback", "pool": "obs/obs-backup"}
+    ttft_before = sample("tollway_time_to_first_token_seconds_count", route="obs/observed", model="obs-model")
+    usage = {"usage": {"prompt_tokens": 11, "completion_tokens": 7}}
+    body = {"model": "obs-model", "messages": [{"role": "user", "content": f"my key is {SECRETS[2]}"}]}
+
+    await mock_llm.script(usage, times=2, model="obs-model")
+    async with handle.post(CHAT, body, key="sk-otto-secret") as response:  # non-stream
+        assert response.status == 200
+    async with handle.post(CHAT, {**body, "stream": True}, key="sk-otto-secret") as response:  # stream
+        await read_sse(response)
+    await mock_llm.script({"status": 500}, model="obs-model")  # the primary fails and its only key cools down
+    await mock_llm.script(usage, times=2, model="obs-fallback")
+    for _ in range(2):  # the fallback serves; the second time the benched primary is skipped without a call
+        async with handle.post(CHAT, body, key="sk-otto-secret") as response:
+            assert response.headers["x-tollway-pool"] == "obs/obs-backup"
+    async with handle.post(CHAT, body, key="sk-otto-secret") as response:
+        assert response.status == 429  # the fifth request: 4 per hour
+
+    assert sample("tollway_requests_total", **primary, status_class="2xx") == 2
+    assert sample("tollway_requests_total", **backup, status_class="2xx") == 2
+    assert sample("tollway_requests_total", **traffic, model="obs-model", pool="", status_class="4xx") == 1
+    for labels in (primary, backup):
+        assert sample("tollway_input_tokens_total", **labels) == 22
+        assert sample("tollway_output_tokens_total", **labels) == 14
+    # Streams only: one TTFT sample for the one stream.
+    ttft = sample("tollway_time_to_first_token_seconds_count", route="obs/observed", model="obs-model")
+    assert ttft == ttft_before + 1
+    assert sample("tollway_request_duration_seconds_count", route="obs/observed", model="obs-model") == 3
+    assert sample("tollway_output_tokens_per_second_count", route="obs/observed", model="obs-fallback") == 2
+    fallbacks = {"route": "obs/observed", "from_pool": "obs/obs-primary", "to_pool": "obs/obs-backup"}
+    assert sample("tollway_fallbacks_total", **fallbacks) == 2
+    assert sample("tollway_upstream_errors_total", pool="obs/obs-primary", key_index="0", reason="500") == 1
+    assert sample("tollway_upstream_retries_total", route="obs/observed", pool="obs/obs-backup") == 1
+    assert sample("tollway_rate_limited_requests_total", limit="obs/obs-limit", consumer="obs/otto") == 1
+    # Cost: 11 input tokens at $1/M and 7 output tokens at $2/M = $25e-6 per request with usage.
+    for model in ("obs-model", "obs-fallback"):
+        cost = sample("tollway_cost_usd_total", route="obs/observed", model=model, consumer="obs/otto")
+        assert cost == pytest.approx(2 * 25e-6)
+
+    text = await scrape(handle)
+    assert 'tollway_benched_keys{pool="obs/obs-primary"} 1.0' in text  # the key that answered 500 cools down
+    assert 'tollway_config_info{hash="sha256:' in text
+
+    access = [json.loads(line) for line in logs.lines if '"ai_log"' in line]
+    access = [a for a in access if a["ai_log"]["route"] == "obs/observed"]
+    assert len(access) == 5
+    stream_line = next(a for a in access if a["ai_log"]["stream"])
+    assert stream_line["ai_log"]["ttft_ms"] > 0 and stream_line["ai_log"]["output_tokens"] == 7
+    assert stream_line["ai_log"]["usage_estimated"] is False
+    fallback_line = access[2]["ai_log"]
+    assert [a["outcome"] for a in fallback_line["fallback_chain"]] == ["500", "ok"]
+    assert [a["outcome"] for a in access[3]["ai_log"]["fallback_chain"]] == ["all-keys-benched", "ok"]
+    assert fallback_line["served_model"] == "obs-fallback" and fallback_line["cost_usd"] == pytest.approx(25e-6)
+    assert "[REDACTED]" in fallback_line["prompt"] and fallback_line["completion"]
+    assert access[4]["status"] == 429 and access[4]["ai_log"]["error"]
+
+    everything = "\n".join(logs.lines) + text
+    for secret in SECRETS:
+        assert secret not in everything
+    assert "authorization" not in everything.lower()
+
+
+def test_consumer_label_guard() -> None:
+    from tollway_dataplane.metrics import ConsumerLabel
+
+    capped = ConsumerLabel("cap:2")
+    assert [capped(c) for c in ("a", "b", "c", "a")] == ["a", "b", "other", "a"]
+    assert ConsumerLabel("off")("a") == ""
+    with pytest.raises(ValueError):
+        ConsumerLabel("sometimes")
+
+
+def _exported_names() -> set[str]:
+    """Every series name the registry can expose, whether or not a labelled child exists yet."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "info": ("_info",)}
+    names = set()
+    for family in REGISTRY.collect():
+        names.add(family.name)
+        names.update(family.name + suffix for suffix in suffixes.get(family.type, ()))
+    return names
+
+
+def test_dashboard_queries_name_exported_metrics() -> None:
+    dashboard = json.loads((ROOT / "helm/tollway/dashboards/tollway.json").read_text())
+    exported = _exported_names()
+    panels = [p for p in dashboard["panels"] if p.get("type") != "row"]
+    assert len(panels) >= 12
+    for panel in panels:
+        assert panel.get("datasource"), panel["title"]
+        assert panel.get("targets"), panel["title"]
+        for target in panel["targets"]:
+            used = set(re.findall(r"\btollway_[a-z_]+", target["expr"]))
+            assert used, (panel["title"], target["expr"])
+            assert used <= exported, (panel["title"], used - exported)
