@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test test-unit e2e controlplane redis lint format clean
+.PHONY: install run test test-unit e2e controlplane redis lint format clean image e2e-kind chart-crds
 
 install: $(STAMP)
 
@@ -46,3 +46,16 @@ clean:
 
 redis:
 	@scripts/ensure-redis.sh
+
+IMAGE ?= tollway/tollway:dev
+
+image:
+	docker build -t $(IMAGE) .
+
+# For users with Docker: a kind cluster, the image, the chart with an in-cluster mock LLM, smoke tests, cleanup.
+e2e-kind: install
+	@IMAGE=$(IMAGE) e2e/kind/run.sh
+
+# The chart ships crds/ verbatim; tests fail when the copies drift.
+chart-crds:
+	cp crds/*.yaml helm/tollway/crds/
