@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import re
 import struct
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from . import content, sse
 from .exchange import ApiError, Dialect, Exchange, Route, echo_document
-from .script import Behaviour
+from .script import Behaviour, ToolCall
 
 MODELS = ("mock-gpt", "mock-gpt-mini", "mock-embedding")
 _MODELS_CREATED = 1_700_000_000
@@ -53,17 +54,31 @@ async def chat_completions(exchange: Exchange) -> web.StreamResponse:
     max_tokens = _optional_int(body, "max_completion_tokens")
     if max_tokens is None:
         max_tokens = _optional_int(body, "max_tokens")
-    pieces, finish_reason = _completion(exchange, max_tokens)
-    usage = _usage(exchange.behaviour, prompt_tokens, len(pieces))
+    behaviour = exchange.behaviour
+    call = behaviour.tool_call
+    pieces: list[str]
+    if call is not None and behaviour.content is None and not behaviour.echo:
+        pieces, finish_reason = [], "tool_calls"  # a tool call alone, the way models usually answer with one
+    else:
+        pieces, finish_reason = _completion(exchange, max_tokens)
+    finish_reason = behaviour.finish_reason or ("tool_calls" if call is not None else finish_reason)
+    call_tokens = content.estimate_tokens(len(call.arguments)) if call is not None else 0
+    usage = _usage(behaviour, prompt_tokens, len(pieces) + call_tokens)
     completion_id = f"chatcmpl-mock-{exchange.record.id}"
+    call_id = f"call_mock_{exchange.record.id}"
 
     if body.get("stream") is True:
         opening = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
         base = _base(completion_id, "chat.completion.chunk", exchange, model)
-        events = _stream_events(base, pieces, finish_reason, _if_asked(body, usage), _chat_delta, opening)
+        calls = _tool_call_deltas(call, call_id) if call is not None else []
+        events = _stream_events(base, pieces, finish_reason, _if_asked(body, usage), _chat_delta, opening, calls)
         return await sse.stream(exchange, events)
 
-    message = {"role": "assistant", "content": "".join(pieces)}
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(pieces)}
+    if call is not None:
+        message["content"] = message["content"] or None
+        function = {"name": call.name, "arguments": call.arguments}
+        message["tool_calls"] = [{"id": call_id, "type": "function", "function": function}]
     payload = _base(completion_id, "chat.completion", exchange, model)
     payload["choices"] = [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}]
     return await _send_with_usage(exchange, payload, usage)
@@ -137,6 +152,7 @@ def _stream_events(
     usage: dict[str, int] | None,
     choice: Callable[[str | None, str | None], dict[str, Any]],
     opening: dict[str, Any] | None = None,
+    extra: list[dict[str, Any]] | None = None,
 ) -> Iterator[sse.Event]:
     def chunk(choice_body: dict[str, Any], kind: sse.EventKind) -> sse.Event:
         event = {**base, "choices": [choice_body]}
@@ -148,10 +164,22 @@ def _stream_events(
         yield chunk(opening, "preamble")
     for piece in pieces:
         yield chunk(choice(piece, None), "content")
+    for delta in extra or ():
+        yield chunk({"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}, "content")
     yield chunk(choice(None, finish_reason), "trailer")
     if usage is not None:
         yield sse.Event.json({**base, "choices": [], "usage": usage}, "trailer")
     yield sse.Event(b"[DONE]", "trailer")
+
+
+def _tool_call_deltas(call: ToolCall, call_id: str) -> list[dict[str, Any]]:
+    """The call's opening delta (id and name), then its arguments in a few pieces, as OpenAI streams them."""
+    opening = {"index": 0, "id": call_id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+    size = max(1, math.ceil(len(call.arguments) / 3))
+    pieces = [call.arguments[i : i + size] for i in range(0, len(call.arguments), size)]
+    return [{"tool_calls": [opening]}] + [
+        {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]} for piece in pieces
+    ]
 
 
 def _chat_delta(piece: str | None, finish_reason: str | None) -> dict[str, Any]:
@@ -173,16 +201,18 @@ def _completion(exchange: Exchange, max_tokens: int | None) -> tuple[list[str], 
     return pieces, "length" if cut else "stop"
 
 
-def _usage(behaviour: Behaviour, prompt_tokens: int, completion_tokens: int | None) -> dict[str, int] | None:
+def _usage(behaviour: Behaviour, prompt_tokens: int, completion_tokens: int | None) -> dict[str, Any] | None:
     """Counts consistent with what is sent, unless a script overrides them; None when usage is omitted."""
     if behaviour.omit_usage:
         return None
-    usage = {"prompt_tokens": prompt_tokens}
+    usage: dict[str, Any] = {"prompt_tokens": prompt_tokens}
     if completion_tokens is not None:
         usage["completion_tokens"] = completion_tokens
     override = behaviour.usage or {}
     usage.update((key, value) for key, value in override.items() if key in usage)
     usage["total_tokens"] = override.get("total_tokens", sum(usage.values()))
+    if "cached_tokens" in override:
+        usage["prompt_tokens_details"] = {"cached_tokens": override["cached_tokens"]}
     return usage
 
 

@@ -23,6 +23,19 @@ class ScriptError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model answers with instead of (or after) its text."""
+
+    name: str
+    arguments: str  # a JSON object, as text: what OpenAI sends; the other protocols decode it
+
+    @property
+    def input(self) -> dict[str, Any]:
+        value = orjson.loads(self.arguments)
+        return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
 class Behaviour:
     status: int | None = None
     error: str | dict[str, Any] | None = None
@@ -36,6 +49,9 @@ class Behaviour:
     omit_usage: bool = False
     reset_after_chunks: int | None = None
     echo: bool = False
+    tool_call: ToolCall | None = None
+    finish_reason: str | None = None  # verbatim, in the protocol's own words (e.g. "SAFETY" for Gemini)
+    block_reason: str | None = None  # Gemini only: the prompt is blocked with this reason, no candidates
 
     @property
     def is_error(self) -> bool:
@@ -50,7 +66,11 @@ class Behaviour:
 
 
 DEFAULT_BEHAVIOUR = Behaviour()
-_USAGE_FIELDS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
+# cached_tokens: cache reads (OpenAI prompt_tokens_details, Anthropic cache_read_input_tokens, Gemini
+# cachedContentTokenCount); cache_creation_tokens: Anthropic's cache writes.
+_USAGE_FIELDS = frozenset(
+    {"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cache_creation_tokens"}
+)
 _BEHAVIOUR_FIELDS = frozenset(Behaviour.__dataclass_fields__)
 
 
@@ -74,6 +94,9 @@ def parse_behaviour(raw: object) -> Behaviour:
         omit_usage=_bool(raw, "omit_usage"),
         reset_after_chunks=_int(raw, "reset_after_chunks"),
         echo=_bool(raw, "echo"),
+        tool_call=_tool_call(raw.get("tool_call")),
+        finish_reason=_str(raw, "finish_reason"),
+        block_reason=_str(raw, "block_reason"),
     )
 
 
@@ -234,6 +257,28 @@ def _headers(value: object) -> dict[str, str]:
             raise ScriptError(f"header {name!r} must be a string or a number")
         headers[name] = str(header)
     return headers
+
+
+def _tool_call(value: object) -> ToolCall | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ScriptError("tool_call must be a JSON object")
+    unknown = set(value) - {"name", "arguments"}
+    if unknown:
+        raise ScriptError(f"unknown tool_call field(s): {', '.join(sorted(unknown))}")
+    name = value.get("name")
+    if not isinstance(name, str) or not name:
+        raise ScriptError("tool_call.name must be a non-empty string")
+    arguments = value.get("arguments", {})
+    if isinstance(arguments, str):
+        try:
+            arguments = orjson.loads(arguments)
+        except orjson.JSONDecodeError as exc:
+            raise ScriptError("tool_call.arguments must be a JSON object or its text") from exc
+    if not isinstance(arguments, dict):
+        raise ScriptError("tool_call.arguments must be a JSON object or its text")
+    return ToolCall(name, orjson.dumps(arguments).decode())
 
 
 def _usage(value: object) -> dict[str, int] | None:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from .anthropic import AnthropicTranslator
+from .azure import AzureOpenAITranslator
 from .base import Translator
+from .gemini import GeminiTranslator
 from .openai import OpenAITranslator
 
 _TRANSLATORS: dict[str, Translator] = {
     "openai": OpenAITranslator(),
     "openai-compatible": OpenAITranslator(),
+    "azure-openai": AzureOpenAITranslator(),
+    "anthropic": AnthropicTranslator(),
+    "gemini": GeminiTranslator(),
 }
 
 

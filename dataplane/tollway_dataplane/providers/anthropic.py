@@ -1,0 +1,87 @@
+"""Anthropic Messages API upstreams (`provider: anthropic`): `POST {baseURL}/v1/messages`.
+
+Chat completions only. The request is converted by `anthropic_request`, streams by `anthropic_stream`; this
+module holds the translator, the whole-answer conversion, usage and errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..pools import PoolKeyRuntime, PoolRuntime
+from ..usage import Usage
+from .anthropic_request import messages_request
+from .anthropic_stream import AnthropicStream
+from .anthropic_wire import finish_reason, usage_from_anthropic
+from .base import CHAT, Call, ProviderError, UpstreamRequest
+from .chat import bad_request, completion, tool_call
+from .openai import error_from_body
+
+API_VERSION = "2023-06-01"
+
+
+def messages_url(base_url: str) -> str:
+    # The documented base is the host (https://api.anthropic.com); a base that already ends in /v1 works too.
+    return f"{base_url}/messages" if base_url.endswith("/v1") else f"{base_url}/v1/messages"
+
+
+class AnthropicTranslator:
+    def build_request(self, call: Call, pool: PoolRuntime, key: PoolKeyRuntime | None, model: str) -> UpstreamRequest:
+        if call.endpoint != CHAT:
+            raise bad_request(
+                f"The model {call.model!r} is served by the Anthropic Messages API, which has no /{call.endpoint} "
+                "endpoint; use /chat/completions.",
+                "unsupported_endpoint",
+            )
+        body = messages_request(call.body, model, call.stream)
+        # Pool headers come after anthropic-version so a pool can pin another version or add anthropic-beta.
+        headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION, **dict(pool.config.headers)}
+        if key is not None:
+            headers["x-api-key"] = key.value
+        if call.stream:
+            headers["Accept"] = "text/event-stream"
+        return UpstreamRequest(url=messages_url(pool.config.base_url), headers=headers, body=orjson.dumps(body))
+
+    def translate_response(self, call: Call, body: bytes) -> tuple[bytes, Usage | None]:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body, None
+        if not isinstance(data, dict):
+            return body, None
+        texts: list[str] = []
+        calls: list[dict[str, Any]] = []
+        for block in data.get("content") or []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text":
+                texts.append(str(block.get("text") or ""))
+            elif block.get("type") == "tool_use":
+                arguments = orjson.dumps(block.get("input") or {}).decode()
+                calls.append(tool_call(str(block.get("id") or ""), str(block.get("name") or ""), arguments))
+            # thinking and redacted_thinking blocks have no place in an OpenAI message: left out
+        usage = usage_from_anthropic(data.get("usage"))
+        out = completion(
+            completion_id=str(data.get("id") or ""),
+            model=str(data.get("model") or call.model),
+            text="".join(texts),
+            tool_calls=calls,
+            finish_reason=finish_reason(data.get("stop_reason")),
+            usage=usage,
+        )
+        return out, usage
+
+    def translate_error(self, status: int, body: bytes) -> ProviderError:
+        try:
+            data: Any = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return ProviderError(status=status, message=error["message"], type=str(error.get("type") or "api_error"))
+        return error_from_body(status, body)
+
+    def stream(self, call: Call) -> AnthropicStream:
+        return AnthropicStream(call.model, wants_usage=call.client_wants_usage)
