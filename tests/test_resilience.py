@@ -288,3 +288,37 @@ async def test_sigterm_lets_a_stream_finish_then_exits_0(tmp_path: Path, mock_ll
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_anthropic_error_before_first_event_falls_back(make_gateway: GatewayFactory, mock_llm: MockLLM) -> None:
+    """An Anthropic stream that opens with 200 and then reports `overloaded_error` has sent nothing to the caller:
+    the gateway must treat it like a 529 and fall back, not relay an error."""
+    from aiohttp import web
+    from conftest import start_app
+
+    async def overloaded(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        start = {"type": "message_start", "message": {"id": "m", "model": "claude", "usage": {"input_tokens": 5}}}
+        await response.write(b"event: message_start\ndata: " + json.dumps(start).encode() + b"\n\n")
+        error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        await response.write(b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", overloaded)
+    runner, port = await start_app(app)
+    try:
+        files = resilient_crs(mock_llm.url)
+        files["pools.yaml"] = files["pools.yaml"].replace(
+            f"provider: openai-compatible\n              baseURL: {mock_llm.url}/v1\n              keys: [{{secretRef: {{name: primary-keys}}}}]",
+            f"provider: anthropic\n              baseURL: http://127.0.0.1:{port}\n              keys: [{{secretRef: {{name: primary-keys}}}}]",
+        )
+        assert "provider: anthropic" in files["pools.yaml"]
+        handle = await make_gateway(files)
+        async with handle.post(CHAT, chat(stream=True)) as response:
+            assert response.status == 200
+            assert response.headers["x-tollway-pool"] == "default/backup"
+            assert (await read_sse(response))[-1] == b"[DONE]"
+    finally:
+        await runner.cleanup()

@@ -25,7 +25,7 @@ from .config.model import Backend, Rule
 from .context import AttemptRecord, RequestContext
 from .errors import GatewayError, sse_error_event
 from .pools import PoolKeyRuntime, PoolRuntime
-from .providers.base import Call, ProviderError, StreamTranslator, Translator
+from .providers.base import Call, ProviderError, StreamFailed, StreamTranslator, Translator
 from .routing import Match
 from .snapshot import Snapshot
 from .timeouts import effective
@@ -116,6 +116,8 @@ class Upstream:
                     )
                 if not self._retryable(result, rule):
                     raise self._final_error(result, benched_pools)
+                if result.reason == "unsupported":
+                    break  # the same on every key of this pool: move on to the next backend
         raise self._final_error(last, benched_pools, exhausted=True)
 
     @staticmethod
@@ -130,7 +132,7 @@ class Upstream:
             return GatewayError(
                 503, "No backend is available for this model; check the AIRoute's status.", "no_backend"
             )
-        if failure.reason == "4xx" and failure.provider_error is not None:
+        if failure.reason in ("4xx", "unsupported") and failure.provider_error is not None:
             # The caller's request was refused by the provider: pass its status and message on.
             pe = failure.provider_error
             return GatewayError(failure.status, pe.message, pe.code, type=pe.type)
@@ -157,7 +159,16 @@ class Upstream:
         model: str,
     ) -> web.StreamResponse | Failure:
         timeouts = effective(pool.config.timeouts, match.rule.timeouts)
-        upstream = translator.build_request(call, pool, key, model)
+        try:
+            upstream = translator.build_request(call, pool, key, model)
+        except GatewayError as exc:  # this provider cannot express the request; another backend may
+            failure = Failure(
+                "unsupported",
+                exc.status,
+                exc.message,
+                provider_error=ProviderError(exc.status, exc.message, exc.type, exc.code),
+            )
+            return self._record_failure(ctx, pool, model, key.index if key else None, failure)
         client_timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect)
         key_index = key.index if key is not None else None
         if key is not None:
@@ -188,6 +199,11 @@ class Upstream:
                         body = await response.read()
                     self._served_by(ctx, pool, model, key_index)
                     result = self._whole_response(ctx, translator, call, body)
+            except StreamFailed as exc:
+                error = ProviderError(exc.status, exc.message, exc.type)
+                reason = _classify(exc.status)
+                failure = Failure(reason, 502, f"upstream stream failed: {exc.message}", provider_error=error)
+                return self._record_failure(ctx, pool, model, key_index, failure)
             except TimeoutError:
                 return self._record_failure(
                     ctx, pool, model, key_index, Failure("timeout", 504, f"upstream {pool.name} timed out")
@@ -237,7 +253,8 @@ class Upstream:
     def _record_failure(
         self, ctx: RequestContext, pool: PoolRuntime, model: str, key_index: int | None, failure: Failure
     ) -> Failure:
-        outcome = failure.provider_error.status if failure.provider_error else failure.reason
+        error = failure.provider_error
+        outcome = error.status if error is not None and failure.reason != "unsupported" else failure.reason
         ctx.attempts.append(AttemptRecord(pool.name, model, key_index, str(outcome)))
         log.warning(
             "upstream attempt failed",

@@ -22,7 +22,7 @@ from .requestlog import RequestRecord, lower_headers
 from .script import DEFAULT_BEHAVIOUR, Behaviour
 
 # Header names that carry the API key across the protocols the mock speaks.
-_KEY_HEADERS = ("api-key", "x-api-key")
+_KEY_HEADERS = ("api-key", "x-api-key", "x-goog-api-key")
 # Upper bound on waiting for queued bytes to reach the client before a scripted reset.
 _RESET_FLUSH_TIMEOUT = 1.0
 

@@ -13,9 +13,11 @@ import orjson
 from ..sse import EventSplitter, event_data
 from ..usage import Usage
 from .anthropic_wire import finish_reason
-from .base import StreamState
+from .base import StreamFailed, StreamState
 from .chat import DONE_EVENT, ChunkWriter, error_event, obj
 
+# Anthropic's error types as HTTP statuses, so an early stream error is classified like a status (429, 5xx).
+_ERROR_STATUS = {"rate_limit_error": 429, "overloaded_error": 529, "api_error": 500, "timeout_error": 504}
 _USAGE_FIELDS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "output_tokens")
 
 
@@ -81,7 +83,10 @@ class AnthropicStream:
             self._failed = True
             error = obj(message.get("error"))
             text = str(error.get("message") or "upstream stream error")
-            return [error_event(text, str(error.get("type") or "api_error"))]
+            error_type = str(error.get("type") or "api_error")
+            if not self._writer.started:
+                raise StreamFailed(_ERROR_STATUS.get(error_type, 502), text, error_type)
+            return [error_event(text, error_type)]
         return []  # ping, content_block_stop and event types added later
 
     def _block_start(self, message: dict[str, Any]) -> list[bytes]:

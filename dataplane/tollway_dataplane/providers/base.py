@@ -50,6 +50,17 @@ class ProviderError:
     code: str | None = None
 
 
+class StreamFailed(Exception):
+    """A translator saw the provider report an error before the stream's first event: the attempt failed and,
+    since nothing reached the caller yet, the gateway may still try another key or backend."""
+
+    def __init__(self, status: int, message: str, type: str = "upstream_error"):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+
+
 @dataclass(slots=True)
 class StreamState:
     usage: Usage | None = None

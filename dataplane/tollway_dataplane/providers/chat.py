@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import GatewayError
+from ..errors import GatewayError, sse_error_event
 from ..usage import Usage
 
 DONE_EVENT = b"data: [DONE]\n\n"
@@ -128,9 +128,7 @@ def completion(
     return orjson.dumps(body)
 
 
-def error_event(message: str, type: str = "upstream_error", code: str | None = None) -> bytes:
-    error = {"message": message, "type": type, "param": None, "code": code}
-    return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
+error_event = sse_error_event  # one shape for every stream that ends in an error
 
 
 class ChunkWriter:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from tollway_dataplane.config.model import PROVIDERS, SELECTIONS, Cooldown, Pool, PoolKey, Price, Timeouts
@@ -67,7 +68,9 @@ def compile_pool(doc: CRDoc, secrets: SecretStore, status: ObjectStatus) -> tupl
         max=r.duration(cooldown_spec, "max", "spec.cooldown") or defaults.max,
         statuses=statuses if statuses is not None else defaults.statuses,
     )
-    azure = r.obj(spec.get("azure"), "spec.azure")
+    azure = dict(r.obj(spec.get("azure"), "spec.azure"))
+    if isinstance(azure.get("apiVersion"), datetime.date):  # YAML reads an unquoted 2024-10-21 as a date
+        azure["apiVersion"] = azure["apiVersion"].isoformat()
     api_version = r.str_(azure, "apiVersion", "spec.azure")
     if provider == "azure-openai" and not api_version:
         r.fail("spec.azure.apiVersion", "is required for provider azure-openai")
