@@ -16,6 +16,9 @@ from tollway_dataplane.ratelimit.gcra import LimitSpec, decide, settle
 CHAT = "/v1/chat/completions"
 # 11 characters of content -> an input estimate of 3 tokens; with max_tokens 7 each request reserves 10.
 BODY = {"model": "m", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 7}
+# The mock reports exactly the estimate. (With a smaller real usage, refunds would let an 11th request in
+# later in the burst, which is correct: the budget is in tokens, not requests.)
+EXACT_USAGE = {"usage": {"prompt_tokens": 3, "completion_tokens": 7}}
 
 
 def limited_crs(upstream: str, limits: str, *, extra_spec: str = "", key: str = "consumer") -> dict[str, str]:
@@ -127,6 +130,7 @@ async def test_backends_agree(backend_kind: str, redis_server: RedisServer) -> N
 
 async def test_burst_of_50_against_a_budget_of_10(make_gateway: GatewayFactory, mock_llm: MockLLM) -> None:
     handle = await make_gateway(limited_crs(mock_llm.url, "[{tokens: 100, window: 1m}]"))
+    await mock_llm.script(EXACT_USAGE, times=0)  # real usage = the estimate: settlement refunds nothing
     statuses = await burst(handle.session, [handle.url], 50)
     assert statuses.count(200) == 10 and statuses.count(429) == 40
 
@@ -209,6 +213,7 @@ async def test_two_processes_share_one_budget(tmp_path: Path, mock_llm: MockLLM,
     # failurePolicy closed: even a Redis call timing out on a loaded machine cannot let an extra request through.
     write_crs(crs, limited_crs(mock_llm.url, "[{tokens: 100, window: 1m}]", extra_spec="failurePolicy: closed"))
     processes = [await spawn_gateway(crs, "--redis-url", redis_server.url) for _ in range(2)]
+    await mock_llm.script(EXACT_USAGE, times=0)
     try:
         async with aiohttp.ClientSession() as session:
             statuses = await burst(session, [url for _, url in processes], 50)
