@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -41,16 +43,20 @@ class ConfigSource(Protocol):
         ...
 
 
-def _files_fingerprint(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+def _files_fingerprint(paths: list[Path]) -> tuple[tuple[str, int, int, int], ...]:
+    """Names, sizes and modification times; plus a checksum of files changed in the last two seconds, because
+    an edit that keeps the size within the file system's timestamp granularity leaves both unchanged."""
+    recent = time.time_ns() - 2_000_000_000
     entries = []
     for path in paths:
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
             try:
                 stat = file.stat()
+                checksum = zlib.crc32(file.read_bytes()) if stat.st_mtime_ns >= recent else 0
             except OSError:
                 continue
-            entries.append((str(file), stat.st_size, stat.st_mtime_ns))
+            entries.append((str(file), stat.st_size, stat.st_mtime_ns, checksum))
     return tuple(entries)
 
 
@@ -107,9 +113,14 @@ class Reloader:
         self.source = source
         self.interval = interval
         self._fingerprint: object = None
+        self._lock = asyncio.Lock()  # the watcher and an explicit reload never load at the same time
 
     async def load_once(self) -> bool:
         """Load if the source changed. True when a new snapshot went live."""
+        async with self._lock:
+            return await self._load_if_changed()
+
+    async def _load_if_changed(self) -> bool:
         fingerprint = await asyncio.to_thread(self.source.fingerprint)
         if fingerprint == self._fingerprint:
             return False
