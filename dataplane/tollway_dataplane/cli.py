@@ -26,7 +26,11 @@ def _run(args: argparse.Namespace) -> int:
         if not namespace or not name:
             print("tollway run: --kube-configmap takes NAMESPACE/NAME", file=sys.stderr)
             return 2
-        source = KubeSource(namespace, name, args.kube_secret, kubeconfig=args.kubeconfig)
+        try:
+            source = KubeSource(namespace, name, args.kube_secret, kubeconfig=args.kubeconfig)
+        except Exception as exc:  # the client's config loaders raise several kinds
+            print(f"tollway run: cannot load Kubernetes credentials: {exc}", file=sys.stderr)
+            return 2
     else:
         print("tollway run: give --crs DIR, --config FILE or --kube-configmap NAMESPACE/NAME", file=sys.stderr)
         return 2

@@ -2,19 +2,22 @@
 
 A source is polled for a cheap fingerprint (file names, sizes and modification times); when that changes the
 source is loaded and validated off the event loop. An invalid change is logged with every reason and
-rejected whole; the last good snapshot keeps serving.
+rejected whole; the last good snapshot keeps serving. A source that learns about changes itself (a Kubernetes
+watch) can also wake the reloader at once instead of waiting for the next poll (`NotifyingSource`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from . import metrics
 from .app import Gateway
@@ -41,6 +44,13 @@ class ConfigSource(Protocol):
     def load(self) -> Loaded:
         """Read and validate; raise ConfigError (or ValueError) with readable reasons."""
         ...
+
+
+@runtime_checkable
+class NotifyingSource(Protocol):
+    """Optional: a source that knows when it changed calls `notify()` (from any thread) to wake the reloader."""
+
+    def subscribe(self, notify: Callable[[], None]) -> None: ...
 
 
 def _files_fingerprint(paths: list[Path]) -> tuple[tuple[str, int, int, int], ...]:
@@ -162,9 +172,20 @@ class Reloader:
         return True
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+        if isinstance(self.source, NotifyingSource):
+
+            def notify() -> None:
+                with contextlib.suppress(RuntimeError):  # the loop is closing: nothing left to wake
+                    loop.call_soon_threadsafe(woken.set)
+
+            self.source.subscribe(notify)
         while True:
+            woken.clear()  # before loading: a change noticed during the load wakes the next wait at once
             try:
                 await self.load_once()
             except Exception:
                 log.exception("config watcher error")
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), self.interval)

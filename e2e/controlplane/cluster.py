@@ -411,6 +411,24 @@ class ControlPlane:
     def logs(self) -> str:
         return "\n".join(f"----- {p.name} -----\n{p.log_tail()}" for p in self._procs)
 
+    def restart_apiserver(self, downtime: float = 0.0) -> float:
+        """Stop kube-apiserver and start it again with the same flags: same certificates, port and etcd, so
+        clients (and their service-account tokens) keep working. Returns the seconds until /readyz answers."""
+        assert self.workdir is not None
+        old = next(p for p in self._procs if p.name == "kube-apiserver")
+        started = time.monotonic()
+        old.stop(timeout=2)  # with watches open it would drain for longer; a crash is the harder case anyway
+        time.sleep(downtime)
+        restarts = sum(1 for p in self.workdir.glob("kube-apiserver*.log"))
+        new = _Process("kube-apiserver", old.argv, self.workdir / f"kube-apiserver.{restarts}.log")
+        self._procs[self._procs.index(old)] = new
+        new.start()
+        pki = self.workdir / "pki"
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        self._await(new, lambda: _http_ok(f"{self.server}/readyz", ctx), "kube-apiserver /readyz after a restart")
+        return time.monotonic() - started
+
     # -- commands ------------------------------------------------------------
     def env(self, kubeconfig: Path | None = None) -> dict[str, str]:
         """Environment for kubectl/helm/operator processes talking to this control plane."""
