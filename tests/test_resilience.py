@@ -322,3 +322,13 @@ async def test_anthropic_error_before_first_event_falls_back(make_gateway: Gatew
             assert (await read_sse(response))[-1] == b"[DONE]"
     finally:
         await runner.cleanup()
+
+
+async def test_idle_gap_mid_stream_ends_with_an_error_event(make_gateway: GatewayFactory, mock_llm: MockLLM) -> None:
+    handle = await make_gateway(resilient_crs(mock_llm.url, primary_timeouts="{firstByte: 5s, idle: 300ms}"))
+    await mock_llm.script({"chunks": 4, "chunk_delay_ms": 700}, model="primary-model")
+    async with handle.post(CHAT, chat(stream=True)) as response:
+        assert response.status == 200
+        payloads = await read_sse(response)
+    error = json.loads(payloads[-1])["error"]
+    assert error["code"] == "upstream_stream_interrupted" and "timed out" in error["message"]

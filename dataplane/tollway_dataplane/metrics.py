@@ -135,37 +135,69 @@ REGISTRY.register(BENCHED_KEYS)
 SKIPPED = ("all-keys-benched", "unsupported")
 
 
-def _status_class(status: int) -> str:
-    return f"{status // 100}xx" if status else "none"
+_STATUS_CLASSES = {2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+class _Series:
+    """The labelled children one (route, model, consumer, pool) writes to, looked up once instead of per request."""
+
+    __slots__ = ("cached", "cost", "duration", "estimated", "input", "output", "requests", "tps", "ttft")
+
+    def __init__(self, route: str, model: str, consumer: str, pool: str):
+        labels = (route, model, consumer, pool)
+        self.requests = {c: REQUESTS.labels(*labels, c) for c in ("2xx", "3xx", "4xx", "5xx", "none")}
+        self.input = INPUT_TOKENS.labels(*labels)
+        self.output = OUTPUT_TOKENS.labels(*labels)
+        self.cached = CACHED_INPUT_TOKENS.labels(*labels)
+        self.estimated = ESTIMATED_USAGE.labels(route, pool)
+        self.cost = COST.labels(route, model, consumer)
+        self.duration = DURATION.labels(route, model)
+        self.ttft = TTFT.labels(route, model)
+        self.tps = OUTPUT_TPS.labels(route, model)
+
+
+_series: dict[tuple[str, str, str, str], _Series] = {}
+
+
+def _series_for(route: str, model: str, consumer: str, pool: str) -> _Series:
+    key = (route, model, consumer, pool)
+    series = _series.get(key)
+    if series is None:
+        if len(_series) > 50_000:  # bounded by the cardinality guard in practice; never unbounded
+            _series.clear()
+        series = _series[key] = _Series(route, model, consumer, pool)
+    return series
 
 
 def observe(ctx: RequestContext) -> None:
     if not ctx.endpoint:
         return  # health checks and unknown paths are not traffic
     model = ctx.served_model or ctx.requested_model
-    consumer = consumer_label(ctx.consumer)
     route = ctx.route
-    REQUESTS.labels(route, model, consumer, ctx.pool, _status_class(ctx.status)).inc()
-    _observe_attempts(ctx)
+    series = _series_for(route, model, consumer_label(ctx.consumer), ctx.pool)
+    status = ctx.status
+    series.requests[_STATUS_CLASSES.get(status // 100, "none") if status else "none"].inc()
+    if len(ctx.attempts) > 1 or (ctx.attempts and ctx.attempts[0].outcome != "ok"):
+        _observe_attempts(ctx)
     usage = ctx.usage
     if usage is not None and ctx.pool:
-        INPUT_TOKENS.labels(route, model, consumer, ctx.pool).inc(usage.input_tokens)
-        OUTPUT_TOKENS.labels(route, model, consumer, ctx.pool).inc(usage.output_tokens)
+        series.input.inc(usage.input_tokens)
+        series.output.inc(usage.output_tokens)
         if usage.cached_input_tokens:
-            CACHED_INPUT_TOKENS.labels(route, model, consumer, ctx.pool).inc(usage.cached_input_tokens)
+            series.cached.inc(usage.cached_input_tokens)
         if usage.estimated:
-            ESTIMATED_USAGE.labels(route, ctx.pool).inc()
+            series.estimated.inc()
         if ctx.cost is not None:
-            COST.labels(route, model, consumer).inc(ctx.cost)
+            series.cost.inc(ctx.cost)
     if not route:
         return
-    DURATION.labels(route, model).observe(ctx.duration)
+    series.duration.observe(ctx.duration)
     if ctx.ttft is not None:
-        TTFT.labels(route, model).observe(ctx.ttft)
-    if usage is not None and usage.output_tokens > 0 and ctx.status == 200:
+        series.ttft.observe(ctx.ttft)
+    if usage is not None and usage.output_tokens > 0 and status == 200:
         generation = ctx.duration - (ctx.ttft or 0.0)
         if generation > 0:
-            OUTPUT_TPS.labels(route, model).observe(usage.output_tokens / generation)
+            series.tps.observe(usage.output_tokens / generation)
 
 
 def _observe_attempts(ctx: RequestContext) -> None:

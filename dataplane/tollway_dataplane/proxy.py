@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import random
@@ -169,7 +170,7 @@ class Upstream:
                 provider_error=ProviderError(exc.status, exc.message, exc.type, exc.code),
             )
             return self._record_failure(ctx, pool, model, key.index if key else None, failure)
-        client_timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect)
+        client_timeout = _client_timeout(timeouts.total, timeouts.connect)
         key_index = key.index if key is not None else None
         if key is not None:
             key.state.in_flight += 1
@@ -195,8 +196,8 @@ class Upstream:
                     self._served_by(ctx, pool, model, key_index)
                     result = await self._relay_stream(request, ctx, call, response, stream, first, timeouts.idle)
                 else:
-                    async with asyncio.timeout(timeouts.idle):
-                        body = await response.read()
+                    _set_idle_timeout(response, timeouts.idle)
+                    body = await response.read()
                     self._served_by(ctx, pool, model, key_index)
                     result = self._whole_response(ctx, translator, call, body)
             except StreamFailed as exc:
@@ -310,12 +311,12 @@ class Upstream:
         if capture is not None:
             capture.feed(first)
         metrics.IN_FLIGHT_STREAMS.inc()
+        _set_idle_timeout(response, idle)  # aiohttp re-arms it on every read: no timer object per chunk
         try:
             await out.write(b"".join(egress.feed(first) if egress else first))
             content = response.content
             while True:
-                async with asyncio.timeout(idle):
-                    data = await content.readany()
+                data = await content.readany()
                 if not data:
                     break
                 events = stream.feed(data)
@@ -357,6 +358,18 @@ class Upstream:
                 ctx.completion = capture.text
         await _write_eof_quietly(out)
         return out
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(total: float | None, connect: float | None) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total, sock_connect=connect)
+
+
+def _set_idle_timeout(response: aiohttp.ClientResponse, idle: float | None) -> None:
+    """The longest gap between reads from now on (aiohttp raises ServerTimeoutError, a TimeoutError)."""
+    connection = response.connection
+    if connection is not None and connection.protocol is not None:
+        connection.protocol.read_timeout = idle
 
 
 def _settle_stream_usage(ctx: RequestContext, call: Call, stream: StreamTranslator) -> None:

@@ -12,6 +12,8 @@ class EventSplitter:
         self._buffer = b""
 
     def feed(self, data: bytes) -> list[bytes]:
+        if not self._buffer and data.endswith(b"\n\n") and data.find(b"\n\n") == len(data) - 2 and b"\r" not in data:
+            return [data]  # the common case: one whole event per read
         buffer = self._buffer + data if self._buffer else data
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import logging
 import math
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from .gcra import Decision, LimitSpec, LimitState, decide, settle
+from .resp import RedisError, RespClient
 
 log = logging.getLogger("tollway.ratelimit")
 
@@ -120,39 +121,36 @@ return 1
 """
 
 
+RESERVE_SHA = hashlib.sha1(RESERVE_LUA.encode()).hexdigest()
+ADJUST_SHA = hashlib.sha1(ADJUST_LUA.encode()).hexdigest()
+
+
 class RedisBackend:
-    """One round trip per decision (a Lua script loaded once, then called by its SHA).
+    """One round trip per decision: a Lua script loaded once, then called by its SHA on a pipelined connection.
 
     A short timeout bounds every call; after a failure the backend answers "unavailable" at once for a moment
     instead of making each request wait, and the outage and the recovery are logged once each.
     """
 
     def __init__(self, url: str, password: str | None = None, timeout: float = 0.5, retry_interval: float = 1.0):
-        import redis.asyncio as redis
-
-        self._client = redis.Redis.from_url(
-            url,
-            password=password,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
-        self._timeout = timeout
+        self._client = RespClient(url, password=password, timeout=timeout)
         self._retry_interval = retry_interval
-        self._reserve = self._client.register_script(RESERVE_LUA)
-        self._adjust = self._client.register_script(ADJUST_LUA)
         self._down_since: float | None = None
         self._retry_at = 0.0
 
-    async def _call(self, script: object, keys: list[str], args: list[object]) -> object:
+    async def _script(self, script: str, sha: str, keys: list[str], args: list[object]) -> Any:
         now = time.monotonic()
         if self._down_since is not None and now < self._retry_at:
             raise BackendUnavailable("redis is unavailable")
         try:
-            async with asyncio.timeout(self._timeout * 2):
-                result = await script(keys=keys, args=args)  # type: ignore[operator]
-        except Exception as exc:  # any failure of the shared state is handled by the failure policy
+            try:
+                result = await self._client.execute("EVALSHA", sha, len(keys), *keys, *args)  # type: ignore[arg-type]
+            except RedisError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                await self._client.execute("SCRIPT", "LOAD", script)  # first use, or Redis restarted
+                result = await self._client.execute("EVALSHA", sha, len(keys), *keys, *args)  # type: ignore[arg-type]
+        except (RedisError, OSError, TimeoutError) as exc:
             if self._down_since is None:
                 self._down_since = now
                 log.error(
@@ -172,8 +170,7 @@ class RedisBackend:
         args: list[object] = [len(specs)]
         for spec in specs:
             args += [repr(spec.period), repr(spec.window), spec.cost]
-        raw = await self._call(self._reserve, [s.key for s in specs], args)
-        values = [int(v) for v in raw]  # type: ignore[union-attr]
+        values = await self._script(RESERVE_LUA, RESERVE_SHA, [s.key for s in specs], args)
         states = tuple(
             LimitState(remaining=values[2 + 2 * i], reset=values[3 + 2 * i] / 1000) for i in range(len(specs))
         )
@@ -183,10 +180,10 @@ class RedisBackend:
         args: list[object] = []
         for _, delta, period in adjustments:
             args += [delta, repr(period)]
-        await self._call(self._adjust, [key for key, _, _ in adjustments], args)
+        await self._script(ADJUST_LUA, ADJUST_SHA, [key for key, _, _ in adjustments], args)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
 
 def ceil_seconds(seconds: float) -> int:

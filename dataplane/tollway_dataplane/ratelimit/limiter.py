@@ -91,6 +91,7 @@ class RateLimiter:
     def __init__(self, backend: LimitBackend):
         self.backend = backend
         self._settling: set[asyncio.Task[None]] = set()
+        self._queued: list[tuple[Reservation, Usage | None]] = []
 
     async def reserve(self, limits: tuple[RateLimit, ...], facts: RequestFacts) -> Reservation:
         """Reserve for every applicable limit; raise 429 when one does not fit (503: closed and unreachable)."""
@@ -166,10 +167,17 @@ class RateLimiter:
         await self._adjust(reservation, None, forwarded=False)
 
     def settle_soon(self, reservation: Reservation, usage: Usage | None) -> None:
-        """Charge the real usage (refund or top up the estimate) without holding up the response."""
-        task = asyncio.create_task(self._adjust(reservation, usage, forwarded=True))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        """Charge the real usage (refund or top up the estimate) without holding up the response. Settlements
+        of one event-loop turn share one task."""
+        self._queued.append((reservation, usage))
+        if len(self._queued) == 1:
+            task = asyncio.get_running_loop().create_task(self._settle_queued())
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+
+    async def _settle_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        await asyncio.gather(*(self._adjust(r, u, forwarded=True) for r, u in queued))
 
     async def _adjust(self, reservation: Reservation, usage: Usage | None, *, forwarded: bool) -> None:
         """Tokens are charged as used (nothing when no usage came back); a forwarded request counts as one."""
