@@ -208,3 +208,24 @@ def test_dashboard_queries_name_exported_metrics() -> None:
             used = set(re.findall(r"\btollway_[a-z_]+", target["expr"]))
             assert used, (panel["title"], target["expr"])
             assert used <= exported, (panel["title"], used - exported)
+
+
+async def test_buffered_access_log_sink_writes_every_line_once_per_turn() -> None:
+    import asyncio
+    import os
+    import select
+
+    from tollway_dataplane.accesslog import BufferedSink
+
+    read_fd, write_fd = os.pipe()
+    try:
+        sink = BufferedSink(write_fd)
+        for i in range(100):
+            sink(b'{"n": %d}\n' % i)
+        assert select.select([read_fd], [], [], 0)[0] == []  # nothing is written before the loop turns
+        await asyncio.sleep(0)
+        data = os.read(read_fd, 1 << 16)
+        assert [json.loads(line)["n"] for line in data.splitlines()] == list(range(100))
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)

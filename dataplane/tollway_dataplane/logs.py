@@ -8,6 +8,8 @@ import time
 
 import orjson
 
+from . import accesslog
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
 
@@ -34,4 +36,5 @@ def setup(level: str = "info", access_log: bool = True) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("tollway.access").setLevel(logging.INFO if access_log else logging.WARNING)
+    accesslog.sink = accesslog.BufferedSink(sys.stderr.fileno()) if access_log else None
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

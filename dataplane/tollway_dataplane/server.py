@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import metrics
+from . import accesslog, metrics
 from .app import Gateway
 from .ratelimit.backends import LimitBackend, MemoryBackend, RedisBackend
 from .sources import ConfigSource, Reloader
@@ -93,6 +93,8 @@ class RunningGateway:
         await self.close()
 
     async def close(self) -> None:
+        if accesslog.sink is not None and isinstance(accesslog.sink, accesslog.BufferedSink):
+            accesslog.sink.flush()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
