@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test test-unit e2e controlplane redis lint format clean image e2e-kind chart-crds
+.PHONY: install run test test-unit e2e controlplane redis lint format clean image e2e-kind chart-crds bench bench-quick bench-profile
 
 install: $(STAMP)
 
@@ -59,3 +59,13 @@ e2e-kind: install
 # The chart ships crds/ verbatim; tests fail when the copies drift.
 chart-crds:
 	cp crds/*.yaml helm/tollway/crds/
+
+# Side-by-side benchmark (direct, nginx, Tollway, LiteLLM, Portkey); peers are installed into ~/.cache/tollway/bench.
+bench: install
+	@$(BIN)/python bench/run.py
+
+bench-quick: install
+	@$(BIN)/python bench/run.py --quick
+
+bench-profile: install
+	@$(BIN)/python bench/run.py --profile

@@ -1,0 +1,1506 @@
+#!/usr/bin/env python3
+"""Tollway side-by-side gateway benchmark: what a gateway adds in latency and CPU, on one core.
+
+    .venv/bin/python bench/run.py            # full run (make bench), ~10-15 minutes
+    .venv/bin/python bench/run.py --quick    # make bench-quick, < 5 minutes once peers are installed
+    .venv/bin/python bench/run.py --profile  # Tollway under py-spy during the throughput run
+
+Every gateway is pinned to core 1 (taskset -c 1); the load generators (wrk, bench/streamload.py), the upstreams
+(nginx, bench/sse_upstream.py) and Redis share core 0. Rows: direct to the upstream (the floor), nginx
+proxy_pass (the practical C limit), Tollway with a realistic feature set, LiteLLM proxy, Portkey gateway.
+Everything listens on 127.0.0.1 only; every run is bounded in time and count; every child is killed on exit.
+See bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # bench/ is a directory of scripts, not a package
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+RESULTS = BENCH / "results"
+LOAD_CORE = 0
+GATEWAY_CORE = 1
+P99_LATENCY_BUDGET_MS = 50.0  # throughput: the highest rate whose p99 stays under this
+STREAM_BUDGET_MS = 10.0  # streams: p99 added inter-chunk delay must stay under this
+UPSTREAM_KEY = "sk-bench-upstream"
+JSON_MODEL = "bench-gpt"
+STREAM_MODEL = "bench-stream"
+
+CHAT_REPLY = {
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": JSON_MODEL,
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "The sea is wide, deep and always moving."},
+            "finish_reason": "stop",
+            "logprobs": None,
+        }
+    ],
+    "usage": {"prompt_tokens": 24, "completion_tokens": 10, "total_tokens": 34},
+    "system_fingerprint": None,
+}
+CHAT_REQUEST = {
+    "model": JSON_MODEL,
+    "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Hello! Write one sentence about the sea."},
+    ],
+    "max_tokens": 64,
+}
+
+
+@dataclass
+class Plan:
+    """How much of everything a run does; `--quick` shrinks every bound."""
+
+    warmup_s: int
+    c1_requests: int
+    c1_max_s: int
+    tput_connections: list[int]
+    tput_s: int
+    refine: bool
+    ttft_count: int
+    ttft_max_s: int
+    stream_steps: list[int]
+    stream_chunks: int
+    stream_ramp_s: float
+    profile_s: int
+
+
+FULL = Plan(
+    warmup_s=3,
+    c1_requests=3000,
+    c1_max_s=20,
+    tput_connections=[1, 2, 4, 8, 16, 32, 64, 128, 256],
+    tput_s=6,
+    refine=True,
+    ttft_count=500,
+    ttft_max_s=15,
+    stream_steps=[100, 250, 500, 1000],
+    stream_chunks=100,
+    stream_ramp_s=2.0,
+    profile_s=20,
+)
+QUICK = Plan(
+    warmup_s=2,
+    c1_requests=1000,
+    c1_max_s=6,
+    tput_connections=[1, 8, 32, 64, 128],
+    tput_s=3,
+    refine=False,
+    ttft_count=150,
+    ttft_max_s=5,
+    stream_steps=[250, 1000],
+    stream_chunks=60,
+    stream_ramp_s=1.0,
+    profile_s=10,
+)
+
+
+def say(message: str) -> None:
+    print(f">> {message}", flush=True)
+
+
+# -- processes -------------------------------------------------------------------------------------------------
+
+
+class Processes:
+    """Every child in its own process group; all of them are killed on exit, whatever the exit."""
+
+    def __init__(self) -> None:
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        atexit.register(self.stop_all)
+
+    def start(
+        self,
+        name: str,
+        cmd: list[str],
+        core: int | None,
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen:
+        full = ["taskset", "-c", str(core), *cmd] if core is not None else cmd  # taskset execs: same pid
+        out = log.open("ab")
+        proc = subprocess.Popen(
+            full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+        )
+        out.close()
+        self.children.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen, timeout: float = 8.0) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # workers that outlived their parent
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(2)
+        self.children = [(n, p) for n, p in self.children if p is not proc]
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(list(self.children)):
+            self.stop(proc, timeout=3)
+
+
+PROCS = Processes()
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0
+    for p in tree(pid):
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime, all threads
+    return total / _TICK
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return round(total / 1024, 1)
+
+
+def core_busy_seconds(core: int) -> float:
+    """Process time run on one core, from /proc/stat: user, nice, system, steal. Interrupts and softirqs are
+    left out: on loopback they are mostly the gateway's own network traffic, not another process."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            f = [int(x) for x in line.split()[1:]]
+            return (f[0] + f[1] + f[2] + f[7]) / _TICK
+    return 0.0
+
+
+def _kernel_softirq_pid(core: int) -> int | None:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/comm").read_text().strip() == f"ksoftirqd/{core}":
+                    return int(entry)
+            except OSError:
+                continue
+    return None
+
+
+class Interference:
+    """How much of the gateway's core went to other processes: its process time, minus the gateway's, minus
+    the kernel's softirq thread (on loopback that is mostly the gateway's own network traffic)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.softirqd = _kernel_softirq_pid(GATEWAY_CORE)
+        self.t0 = time.monotonic()
+        self.busy0 = core_busy_seconds(GATEWAY_CORE)
+        self.own0 = self._own()
+
+    def _own(self) -> float:
+        own = cpu_seconds(self.pid)
+        if self.softirqd is not None:
+            own += cpu_seconds(self.softirqd)
+        return own
+
+    def share(self) -> float:
+        wall = time.monotonic() - self.t0
+        other = (core_busy_seconds(GATEWAY_CORE) - self.busy0) - (self._own() - self.own0)
+        return round(max(0.0, other) / wall, 3) if wall > 0 else 0.0
+
+
+def background_load(seconds: float = 1.0) -> float:
+    """Share of the gateway core busy before the gateway starts: other processes on this machine."""
+    busy0, t0 = core_busy_seconds(GATEWAY_CORE), time.monotonic()
+    time.sleep(seconds)
+    return (core_busy_seconds(GATEWAY_CORE) - busy0) / (time.monotonic() - t0)
+
+
+def wait_quiet(limit_s: float, threshold: float = 0.10) -> float:
+    """Wait (at most limit_s) until the gateway core is quiet; returns the last background load seen."""
+    deadline = time.monotonic() + limit_s
+    load = background_load()
+    if load > threshold and limit_s > 0:
+        say(f"core {GATEWAY_CORE} is {load:.0%} busy with other processes: waiting up to {limit_s:.0f}s for quiet")
+        while load > threshold and time.monotonic() < deadline:
+            load = background_load(2.0)
+    return round(load, 3)
+
+
+def tail(path: Path, lines: int = 6) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])[-600:]
+    except OSError:
+        return ""
+
+
+def http(url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10) -> tuple:
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if body else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float, ok=(200,)) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode} before it was ready: {tail(log)}")
+        try:
+            status, _ = http(url, timeout=2)
+            if status in ok:
+                return
+            last = f"status {status}"
+        except (OSError, urllib.error.URLError) as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise RuntimeError(f"not ready after {timeout:.0f}s ({last}): {tail(log)}")
+
+
+# -- the things under test -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Endpoint:
+    url: str  # the full chat-completions URL
+    headers: dict[str, str]
+    model: str
+    pid: int  # whose CPU and RSS are measured
+
+
+@dataclass
+class Target:
+    name: str
+    label: str
+    json: Endpoint | None = None
+    stream: Endpoint | None = None
+    proc: subprocess.Popen | None = None
+    notes: list[str] = field(default_factory=list)
+    version: str = ""
+
+
+class Bench:
+    def __init__(self, plan: Plan, tmp: Path, quick: bool) -> None:
+        self.plan = plan
+        self.tmp = tmp
+        self.quick = quick
+        self.wrk_bin = ""
+        self.nginx = ""
+        self.upstream_port = 0
+        self.sse_port = 0
+        self.redis_port = 0
+        self.upstream: subprocess.Popen | None = None
+        self.sse: subprocess.Popen | None = None
+        self.redis: subprocess.Popen | None = None
+        self.direct_rows: dict[str, Any] = {}
+
+    # -- shared services on the load core ---------------------------------------------------------------------
+
+    def start_services(self) -> None:
+        self.nginx = peers.apt_binary("nginx", "nginx-light")
+        self.wrk_bin = peers.apt_binary("wrk", "wrk")
+        redis_server = peers.apt_binary("redis-server", "redis-server")
+
+        self.upstream_port = free_port()
+        conf = self._nginx_conf(
+            "upstream",
+            f"""
+            server {{
+                listen 127.0.0.1:{self.upstream_port} backlog=4096;
+                location / {{
+                    default_type application/json;
+                    return 200 '{json.dumps(CHAT_REPLY, separators=(",", ":"))}';
+                }}
+            }}""",
+            access_log="off",
+        )
+        log = self.tmp / "upstream-nginx.log"
+        self.upstream = PROCS.start("nginx upstream", self._nginx_cmd(conf), LOAD_CORE, log)
+        wait_ready(f"http://127.0.0.1:{self.upstream_port}/v1/models", self.upstream, log, 10)
+
+        self.sse_port = free_port()
+        log = self.tmp / "sse-upstream.log"
+        self.sse = PROCS.start(
+            "sse upstream",
+            [sys.executable, str(BENCH / "sse_upstream.py"), "--port", str(self.sse_port), "--interval", "0.05"],
+            LOAD_CORE,
+            log,
+        )
+        wait_ready(f"http://127.0.0.1:{self.sse_port}/v1/models", self.sse, log, 10)
+
+        self.redis_port = free_port()
+        rdir = self.tmp / "redis"
+        rdir.mkdir()
+        log = self.tmp / "redis.log"
+        self.redis = PROCS.start(
+            "redis",
+            [
+                redis_server,
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(rdir),
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+            ],
+            LOAD_CORE,
+            log,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.redis_ping():
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"redis-server did not answer: {tail(log)}")
+        say(
+            f"upstreams on core {LOAD_CORE}: nginx (1 worker) :{self.upstream_port}, SSE server :{self.sse_port}, "
+            f"redis :{self.redis_port}; load generators on core {LOAD_CORE}, each gateway on core {GATEWAY_CORE}"
+        )
+
+    def _redis(self, *words: str) -> bytes:
+        """One command over RESP on a fresh connection; the reply's payload (status, integer or bulk string)."""
+        with socket.create_connection(("127.0.0.1", self.redis_port), timeout=2) as sock:
+            sock.sendall(b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w.encode()) for w in words))
+            data = b""
+            while b"\r\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("redis closed the connection")
+                data += chunk
+            head, _, rest = data.partition(b"\r\n")
+            if head[:1] == b"-":
+                raise RuntimeError(head[1:].decode(errors="replace"))
+            if head[:1] != b"$":
+                return head[1:]
+            size = int(head[1:])
+            while len(rest) < size + 2:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("redis closed the connection")
+                rest += chunk
+            return rest[:size]
+
+    def redis_ping(self) -> bool:
+        try:
+            return self._redis("PING") == b"PONG"
+        except OSError:
+            return False
+
+    def redis_evalsha_calls(self) -> int:
+        """Script calls Redis has served: the limiter's decisions and settlements."""
+        stats = self._redis("INFO", "commandstats").decode(errors="replace")
+        return sum(int(m) for m in re.findall(r"cmdstat_(?:evalsha|eval|evalsha_ro|fcall):calls=(\d+)", stats))
+
+    def _nginx_conf(self, name: str, servers: str, access_log: str) -> Path:
+        d = self.tmp / f"nginx-{name}"
+        (d / "tmp").mkdir(parents=True, exist_ok=True)
+        conf = d / "nginx.conf"
+        conf.write_text(
+            textwrap.dedent(
+                f"""
+                worker_processes 1;
+                daemon off;
+                pid {d}/nginx.pid;
+                error_log {d}/error.log warn;
+                worker_rlimit_nofile 20000;
+                events {{ worker_connections 8192; }}
+                http {{
+                    access_log {access_log};
+                    client_body_temp_path {d}/tmp/body;
+                    proxy_temp_path {d}/tmp/proxy;
+                    fastcgi_temp_path {d}/tmp/fastcgi;
+                    uwsgi_temp_path {d}/tmp/uwsgi;
+                    scgi_temp_path {d}/tmp/scgi;
+                    keepalive_requests 10000000;
+                    keepalive_timeout 300s;
+                """
+            )
+            + textwrap.dedent(servers)
+            + "\n}\n"
+        )
+        return conf
+
+    def _nginx_cmd(self, conf: Path) -> list[str]:
+        return [self.nginx, "-p", str(conf.parent), "-e", str(conf.parent / "error.log"), "-c", str(conf)]
+
+    # -- targets -----------------------------------------------------------------------------------------------
+
+    def start_direct(self) -> Target:
+        t = Target("direct", "direct to the upstream (the floor)")
+        assert self.upstream is not None and self.sse is not None
+        auth = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
+        t.json = Endpoint(
+            f"http://127.0.0.1:{self.upstream_port}/v1/chat/completions", auth, JSON_MODEL, self.upstream.pid
+        )
+        t.stream = Endpoint(f"http://127.0.0.1:{self.sse_port}/v1/chat/completions", auth, STREAM_MODEL, self.sse.pid)
+        t.version = _nginx_version(self.nginx)
+        t.notes.append(
+            f"upstreams on core {LOAD_CORE} with the load generator: nginx {t.version} "
+            "`return 200` (1 worker) and bench/sse_upstream.py (uvloop); CPU/RSS columns are theirs"
+        )
+        return t
+
+    def start_nginx_proxy(self) -> Target:
+        t = Target("nginx", "nginx proxy_pass (the practical C limit)")
+        p_json, p_sse = free_port(), free_port()
+        conf = self._nginx_conf(
+            "proxy",
+            f"""
+            upstream json_up {{ server 127.0.0.1:{self.upstream_port}; keepalive 256; }}
+            upstream sse_up {{ server 127.0.0.1:{self.sse_port}; keepalive 1024; }}
+            server {{
+                listen 127.0.0.1:{p_json} backlog=4096;
+                location / {{
+                    proxy_pass http://json_up;
+                    proxy_http_version 1.1;
+                    proxy_set_header Connection "";
+                }}
+            }}
+            server {{
+                listen 127.0.0.1:{p_sse} backlog=4096;
+                location / {{
+                    proxy_pass http://sse_up;
+                    proxy_http_version 1.1;
+                    proxy_set_header Connection "";
+                    proxy_buffering off;
+                    proxy_read_timeout 300s;
+                }}
+            }}""",
+            access_log=f"{self.tmp}/nginx-proxy/access.log combined buffer=64k flush=1s",
+        )
+        log = self.tmp / "nginx-proxy.log"
+        t.proc = PROCS.start("nginx proxy", self._nginx_cmd(conf), GATEWAY_CORE, log)
+        wait_ready(f"http://127.0.0.1:{p_json}/v1/models", t.proc, log, 10, ok=(200, 404, 405))
+        auth = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
+        t.json = Endpoint(f"http://127.0.0.1:{p_json}/v1/chat/completions", auth, JSON_MODEL, t.proc.pid)
+        t.stream = Endpoint(f"http://127.0.0.1:{p_sse}/v1/chat/completions", auth, STREAM_MODEL, t.proc.pid)
+        t.version = _nginx_version(self.nginx)
+        t.notes.append(
+            "1 worker, keepalive upstreams, proxy_buffering off for streams, access log to a file (64k buffer)"
+        )
+        return t
+
+    def start_tollway(self) -> Target:
+        t = Target("tollway", "Tollway")
+        crs = self.tmp / "tollway-crs"
+        crs.mkdir()
+        api_key = "sk-tollway-bench-" + secrets.token_hex(8)
+        (crs / "bench.yaml").write_text(tollway_crs(api_key, self.upstream_port, self.sse_port))
+        port, metrics_port = free_port(), free_port()
+        log = self.tmp / "tollway.log"  # its stderr: process log + one JSON access-log line per request
+        tollway = REPO / ".venv" / "bin" / "tollway"
+        if not tollway.exists():
+            raise RuntimeError(f"{tollway} is missing: run `make install` first")
+        cmd = [
+            str(tollway),
+            "run",
+            "--crs",
+            str(crs),
+            "--redis-url",
+            f"redis://127.0.0.1:{self.redis_port}/0",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+            "--drain-delay",
+            "0",
+            "--grace-period",
+            "2",
+        ]
+        t.proc = PROCS.start("tollway", cmd, GATEWAY_CORE, log)
+        wait_ready(f"http://127.0.0.1:{port}/readyz", t.proc, log, 30)
+        auth = {"Authorization": f"Bearer {api_key}"}
+        t.json = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", auth, JSON_MODEL, t.proc.pid)
+        t.stream = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", auth, STREAM_MODEL, t.proc.pid)
+        t.version = _pkg_version("tollway")
+        t.label = f"Tollway {t.version}"
+        t.notes.append(
+            "`tollway run --crs` with consumer auth (3 consumers), model routing (6 rules, 2 pools), a "
+            "TokenRateLimit in Redis (tokens+requests per consumer, failurePolicy closed), metrics port on, "
+            f"access log on (stderr redirected to a file: {log.name})"
+        )
+        self._tollway_log = log
+        self._tollway_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        return t
+
+    def start_litellm(self) -> Target:
+        t = Target("litellm", f"LiteLLM proxy {peers.LITELLM_VERSION}")
+        litellm = peers.litellm()
+        master_key = "sk-litellm-bench-" + secrets.token_hex(8)
+        conf = self.tmp / "litellm.yaml"
+        conf.write_text(
+            textwrap.dedent(
+                f"""
+                model_list:
+                  - model_name: {JSON_MODEL}
+                    litellm_params:
+                      model: openai/{JSON_MODEL}
+                      api_base: http://127.0.0.1:{self.upstream_port}/v1
+                      api_key: {UPSTREAM_KEY}
+                  - model_name: {STREAM_MODEL}
+                    litellm_params:
+                      model: openai/{STREAM_MODEL}
+                      api_base: http://127.0.0.1:{self.sse_port}/v1
+                      api_key: {UPSTREAM_KEY}
+                general_settings:
+                  master_key: {master_key}
+                """
+            )
+        )
+        port = free_port()
+        log = self.tmp / "litellm.log"
+        env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        cmd = [str(litellm), "--config", str(conf), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+        t.proc = PROCS.start("litellm", cmd, GATEWAY_CORE, log, env=env, cwd=self.tmp)
+        wait_ready(f"http://127.0.0.1:{port}/health/liveliness", t.proc, log, 180)
+        auth = {"Authorization": f"Bearer {master_key}"}
+        t.json = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", auth, JSON_MODEL, t.proc.pid)
+        t.stream = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", auth, STREAM_MODEL, t.proc.pid)
+        t.version = peers.LITELLM_VERSION
+        t.notes.append(
+            "`litellm --config` (1 uvicorn worker), master key, no database, "
+            "LITELLM_LOCAL_MODEL_COST_MAP=True, default logging to a file"
+        )
+        return t
+
+    def start_portkey(self) -> Target:
+        t = Target("portkey", f"Portkey gateway {peers.PORTKEY_VERSION}")
+        entry = peers.portkey()
+        node = shutil.which("node") or "node"
+        port = free_port()
+        log = self.tmp / "portkey.log"
+        env = {"TRUSTED_CUSTOM_HOSTS": "127.0.0.1"}  # comma-separated hostnames allowed as x-portkey-custom-host
+        t.proc = PROCS.start(
+            "portkey", [node, str(entry), f"--port={port}", "--headless"], GATEWAY_CORE, log, env=env, cwd=entry.parent
+        )
+        wait_ready(f"http://127.0.0.1:{port}/", t.proc, log, 60)
+
+        def headers(upstream_port: int) -> dict[str, str]:
+            return {
+                "Authorization": f"Bearer {UPSTREAM_KEY}",
+                "x-portkey-provider": "openai",
+                "x-portkey-custom-host": f"http://127.0.0.1:{upstream_port}/v1",
+            }
+
+        t.json = Endpoint(
+            f"http://127.0.0.1:{port}/v1/chat/completions", headers(self.upstream_port), JSON_MODEL, t.proc.pid
+        )
+        t.stream = Endpoint(
+            f"http://127.0.0.1:{port}/v1/chat/completions", headers(self.sse_port), STREAM_MODEL, t.proc.pid
+        )
+        t.version = peers.PORTKEY_VERSION
+        t.notes.append(
+            f"node {_cmd_version([node, '--version'])} start-server.js --headless, "
+            f"@hono/node-server {peers.HONO_NODE_SERVER}, provider openai + x-portkey-custom-host, "
+            "TRUSTED_CUSTOM_HOSTS=127.0.0.1, console log to a file"
+        )
+        return t
+
+    # -- measurements ------------------------------------------------------------------------------------------
+
+    def wrk(self, ep: Endpoint, connections: int, seconds: int, limit: int = 0) -> dict[str, Any]:
+        script = self.tmp / f"wrk-{connections}-{limit}.lua"
+        script.write_text(wrk_script(ep, limit))
+        cmd = [self.wrk_bin, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), ep.url]
+        cpu0, t0 = cpu_seconds(ep.pid), time.monotonic()
+        proc = subprocess.run(
+            ["taskset", "-c", str(LOAD_CORE), *cmd], capture_output=True, text=True, timeout=seconds + 30
+        )
+        wall = time.monotonic() - t0
+        cpu = cpu_seconds(ep.pid) - cpu0
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("WRKJSON ")), None)
+        if line is None:
+            raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr.strip()[-300:]} {proc.stdout[-300:]}")
+        r = json.loads(line[8:])
+        duration = r["duration_us"] / 1e6
+        errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+        return {
+            "connections": connections,
+            "requests": r["requests"],
+            "duration_s": round(duration, 2),
+            "rps": round(r["requests"] / duration, 1) if duration else 0.0,
+            "p50_ms": r["p50"] / 1000,
+            "p90_ms": r["p90"] / 1000,
+            "p99_ms": r["p99"] / 1000,
+            "p999_ms": r["p999"] / 1000,
+            "max_ms": r["max"] / 1000,
+            "mean_ms": round(r["mean"] / 1000, 3),
+            "errors": errors,
+            "error_detail": {k: r[k] for k in ("connect", "read", "write", "status", "timeout") if r[k]},
+            "cpu_s": round(cpu, 3),
+            "cpu_util": round(cpu / wall, 3) if wall else None,
+            "cpu_us_per_request": round(cpu / r["requests"] * 1e6, 1) if r["requests"] else None,
+        }
+
+    def streamload(self, ep: Endpoint, mode: str, args: list[str], timeout: float, sample_pid: int | None = None):
+        cmd = [sys.executable, str(BENCH / "streamload.py"), mode, "--url", ep.url, "--model", ep.model]
+        for k, v in ep.headers.items():
+            cmd += ["--header", f"{k}: {v}"]
+        cmd += args
+        out_path = self.tmp / "streamload.out"
+        err_path = self.tmp / "streamload.err"
+        cpu0 = cpu_seconds(ep.pid)
+        t0 = time.monotonic()
+        peak = 0.0
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            proc = subprocess.Popen(
+                ["taskset", "-c", str(LOAD_CORE), *cmd], stdout=out, stderr=err, start_new_session=True
+            )
+            PROCS.children.append(("streamload", proc))
+            try:
+                while proc.poll() is None and time.monotonic() - t0 < timeout:
+                    if sample_pid is not None:
+                        peak = max(peak, rss_mb(sample_pid))
+                    time.sleep(0.1)
+            finally:
+                PROCS.stop(proc, timeout=2)
+        cpu = cpu_seconds(ep.pid) - cpu0
+        wall = time.monotonic() - t0
+        lines = out_path.read_text().strip().splitlines()
+        if not lines:
+            raise RuntimeError(f"streamload {mode} gave no result: {tail(err_path)}")
+        result = json.loads(lines[-1])
+        result["cpu_s"] = round(cpu, 3)
+        result["cpu_util"] = round(cpu / wall, 3)
+        if sample_pid is not None:
+            result["rss_peak_mb"] = peak
+        return result
+
+    def check(self, t: Target) -> None:
+        """One real request each way before measuring: a gateway that answers errors is not measured."""
+        assert t.json is not None
+        body = dict(CHAT_REQUEST, model=t.json.model)
+        status, data = http(
+            t.json.url, json.dumps(body).encode(), {**t.json.headers, "Content-Type": "application/json"}, timeout=30
+        )
+        if status != 200:
+            raise RuntimeError(f"check request answered {status}: {data[:300]!r}")
+        reply = json.loads(data)
+        if not reply.get("choices", [{}])[0].get("message", {}).get("content"):
+            raise RuntimeError(f"check request answered no content: {data[:300]!r}")
+
+    def measure(self, t: Target, row: dict[str, Any]) -> None:
+        plan = self.plan
+        assert t.json is not None
+        self.check(t)
+        say(f"[{t.name}] warm-up {plan.warmup_s}s")
+        self.wrk(t.json, 8, plan.warmup_s)
+        row["rss_idle_mb"] = rss_mb(t.json.pid)
+
+        say(f"[{t.name}] latency at concurrency 1: up to {plan.c1_requests} requests / {plan.c1_max_s}s")
+        c1 = self.wrk(t.json, 1, plan.c1_max_s, limit=plan.c1_requests)
+        row["latency_c1"] = c1
+
+        say(
+            f"[{t.name}] throughput: connection steps {plan.tput_connections}, {plan.tput_s}s each, "
+            f"until p99 >= {P99_LATENCY_BUDGET_MS:.0f} ms"
+        )
+        steps: list[dict[str, Any]] = []
+        last_ok: int | None = None
+        failed_at: int | None = None
+        for c in plan.tput_connections:
+            s = self.wrk(t.json, c, plan.tput_s)
+            steps.append(s)
+            print(
+                f"     c={c:<4} {s['rps']:>9.1f} req/s  p50 {s['p50_ms']:7.2f} ms  p99 {s['p99_ms']:7.2f} ms  "
+                f"cpu {s['cpu_util']:.2f} core  errors {s['errors']}",
+                flush=True,
+            )
+            if _tput_ok(s):
+                last_ok = c
+            else:
+                failed_at = c
+                break
+        if plan.refine and last_ok is not None and failed_at is not None and failed_at - last_ok > 1:
+            c = (last_ok + failed_at) // 2
+            s = self.wrk(t.json, c, plan.tput_s)
+            steps.append(s)
+            print(f"     c={c:<4} {s['rps']:>9.1f} req/s  p99 {s['p99_ms']:7.2f} ms (refine)", flush=True)
+        if not any(s["connections"] == 32 for s in steps):
+            s = self.wrk(t.json, 32, plan.tput_s)
+            steps.append(s)
+            print(f"     c=32   {s['rps']:>9.1f} req/s  p99 {s['p99_ms']:7.2f} ms (for comparison)", flush=True)
+        row["throughput_steps"] = steps
+        good = [s for s in steps if _tput_ok(s)]
+        best = max(good, key=lambda s: s["rps"]) if good else None
+        row["max_rps_under_p99_budget"] = (
+            {"rps": best["rps"], "connections": best["connections"], "p99_ms": best["p99_ms"]} if best else None
+        )
+        c32 = next(s for s in steps if s["connections"] == 32)
+        row["wrk_c32"] = {k: c32[k] for k in ("rps", "p50_ms", "p99_ms", "errors", "cpu_util")}
+        row["cpu_us_per_request"] = c32["cpu_us_per_request"]
+        row["rss_after_load_mb"] = rss_mb(t.json.pid)
+
+        if t.stream is None:
+            return
+        try:
+            self.measure_streams(t, row)
+        except Exception as exc:
+            row["stream_error"] = str(exc)[:400]
+            say(f"[{t.name}] streaming failed: {exc}")
+
+    def measure_streams(self, t: Target, row: dict[str, Any]) -> None:
+        plan = self.plan
+        assert t.stream is not None
+        check = self.streamload(t.stream, "ttft", ["--count", "3", "--max-seconds", "20"], 40)
+        if check["errors"] or check["ttft_ms"].get("n", 0) < 3:
+            raise RuntimeError(f"stream check failed: {check['errors']}")
+        self.streamload(t.stream, "ttft", ["--count", "20", "--max-seconds", "10"], 30)  # warm-up
+        say(f"[{t.name}] streaming TTFT at concurrency 1: up to {plan.ttft_count} streams / {plan.ttft_max_s}s")
+        row["ttft"] = self.streamload(
+            t.stream,
+            "ttft",
+            ["--count", str(plan.ttft_count), "--max-seconds", str(plan.ttft_max_s)],
+            plan.ttft_max_s + 40,
+        )
+        steps: list[dict[str, Any]] = []
+        chunk_s = plan.stream_chunks * 0.05
+        failed = False
+        for n in plan.stream_steps:
+            if failed and n != max(plan.stream_steps):
+                continue  # after a failure, only the largest step still runs: it gives the RSS at 1,000 streams
+            deadline = plan.stream_ramp_s + chunk_s + (10 if n < 1000 else 15)
+            say(
+                f"[{t.name}] {n} concurrent streams x {plan.stream_chunks} chunks at 20/s "
+                f"(opened over {plan.stream_ramp_s:.0f}s, deadline {deadline:.0f}s)"
+            )
+            r = self.streamload(
+                t.stream,
+                "streams",
+                [
+                    "--streams",
+                    str(n),
+                    "--chunks",
+                    str(plan.stream_chunks),
+                    "--ramp",
+                    str(plan.stream_ramp_s),
+                    "--deadline",
+                    str(deadline),
+                ],
+                deadline + 20,
+                sample_pid=t.stream.pid,
+            )
+            base = self.direct_rows.get("stream_steps_by_n", {}).get(n)
+            gap = r["gap_jitter_ms"].get("p99")
+            r["added_gap_p99_ms"] = round(gap - base["gap_jitter_ms"]["p99"], 3) if base and gap is not None else gap
+            r["ok"] = (
+                r["complete"] >= 0.99 * n
+                and r["added_gap_p99_ms"] is not None
+                and r["added_gap_p99_ms"] < STREAM_BUDGET_MS
+            )
+            steps.append(r)
+            print(
+                f"     {n:>5} streams: complete {r['complete']}/{n}, gap jitter p99 {gap} ms "
+                f"(added {r['added_gap_p99_ms']}), transit p99 {r['transit_ms'].get('p99')} ms, "
+                f"cpu {r['cpu_util']:.2f} core, rss peak {r['rss_peak_mb']} MB, errors {r['errors'] or 0}",
+                flush=True,
+            )
+            if not r["ok"]:
+                failed = True
+        row["stream_steps"] = steps
+        passed = [s["streams"] for s in steps if s["ok"]]
+        ok_prefix = 0
+        for s in steps:  # the largest count such that it and every smaller step passed
+            if not s["ok"]:
+                break
+            ok_prefix = s["streams"]
+        row["max_streams_ok"] = ok_prefix if passed else 0
+        top = next((s for s in steps if s["streams"] == 1000), None)
+        row["rss_1000_streams_mb"] = top["rss_peak_mb"] if top else None
+        row["added_gap_p99_1000_ms"] = top["added_gap_p99_ms"] if top else None
+
+
+def _tput_ok(s: dict[str, Any]) -> bool:
+    return s["p99_ms"] < P99_LATENCY_BUDGET_MS and s["errors"] <= 0.001 * max(1, s["requests"])
+
+
+def wrk_script(ep: Endpoint, limit: int) -> str:
+    body = json.dumps(dict(CHAT_REQUEST, model=ep.model), separators=(",", ":"))
+    lines = ['wrk.method = "POST"', f"wrk.body = [==[{body}]==]", 'wrk.headers["Content-Type"] = "application/json"']
+    lines += [f'wrk.headers["{k}"] = [==[{v}]==]' for k, v in ep.headers.items()]
+    if limit:
+        lines.append(
+            textwrap.dedent(
+                f"""
+                local count = 0
+                function response(status, headers, body)
+                  count = count + 1
+                  if count >= {limit} then wrk.thread:stop() end
+                end"""
+            )
+        )
+    lines.append(
+        textwrap.dedent(
+            r"""
+            function done(summary, latency, requests)
+              local e = summary.errors
+              io.write(string.format(
+                'WRKJSON {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,' ..
+                '"timeout":%d,"p50":%d,"p90":%d,"p99":%d,"p999":%d,"max":%d,"mean":%.2f}\n',
+                summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+                latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
+                latency.max, latency.mean))
+            end"""
+        )
+    )
+    return "\n".join(lines) + "\n"
+
+
+def tollway_crs(api_key: str, upstream_port: int, sse_port: int) -> str:
+    """A realistic Tollway config: 3 consumers, 2 pools, 6 routing rules, a Redis-backed TokenRateLimit."""
+    other_key = "sk-team-b-" + secrets.token_hex(6)
+    return textwrap.dedent(
+        f"""
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: consumer-keys, namespace: default}}
+        stringData: {{bench: {api_key}, team-a: sk-team-a-{secrets.token_hex(6)}, team-b: {other_key}}}
+        ---
+        apiVersion: tollway.dev/v1alpha1
+        kind: Consumer
+        metadata: {{name: bench, namespace: default, labels: {{tier: bench}}}}
+        spec:
+          credentials: [{{secretRef: {{name: consumer-keys, key: bench}}}}]
+        ---
+        apiVersion: tollway.dev/v1alpha1
+        kind: Consumer
+        metadata: {{name: team-a, namespace: default, labels: {{tier: internal}}}}
+        spec:
+          credentials: [{{secretRef: {{name: consumer-keys, key: team-a}}}}]
+        ---
+        apiVersion: tollway.dev/v1alpha1
+        kind: Consumer
+        metadata: {{name: team-b, namespace: default, labels: {{tier: internal}}}}
+        spec:
+          credentials: [{{secretRef: {{name: consumer-keys, key: team-b}}}}]
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: upstream-keys, namespace: default}}
+        stringData: {{key-1: {UPSTREAM_KEY}, key-2: {UPSTREAM_KEY}}}
+        ---
+        apiVersion: tollway.dev/v1alpha1
+        kind: ProviderKeyPool
+        metadata: {{name: json-upstream, namespace: default}}
+        spec:
+          provider: openai-compatible
+          baseURL: http://127.0.0.1:{upstream_port}/v1
+          keys: [{{secretRef: {{name: upstream-keys}}}}]
+          timeouts: {{connect: 2s, firstByte: 30s, idle: 30s}}
+        ---
+        apiVersion: tollway.dev/v1alpha1
+        kind: ProviderKeyPool
+        metadata: {{name: sse-upstream, namespace: default}}
+        spec:
+          provider: openai-compatible
+          baseURL: http://127.0.0.1:{sse_port}/v1
+          keys: [{{secretRef: {{name: upstream-keys}}}}]
+          timeouts: {{connect: 2s, firstByte: 30s, idle: 30s}}
+        ---
+        apiVersion: tollway.dev/v1alpha1
+        kind: AIRoute
+        metadata: {{name: bench, namespace: default}}
+        spec:
+          match: {{pathPrefix: /v1}}
+          rules:
+            - models: ["gpt-4o", "gpt-4o-*"]
+              backends: [{{pool: json-upstream, model: {JSON_MODEL}}}]
+            - models: ["o3*"]
+              backends: [{{pool: json-upstream, model: {JSON_MODEL}}}]
+            - models: ["{JSON_MODEL}"]
+              backends: [{{pool: json-upstream}}]
+            - models: ["{STREAM_MODEL}"]
+              backends: [{{pool: sse-upstream}}]
+            - models: ["bench-*"]
+              backends: [{{pool: json-upstream}}]
+            - models: ["embed-*"]
+              backends: [{{pool: json-upstream}}]
+          access:
+            consumers: [bench, team-a, team-b]
+        ---
+        apiVersion: tollway.dev/v1alpha1
+        kind: TokenRateLimit
+        metadata: {{name: per-consumer, namespace: default}}
+        spec:
+          targetRefs: [{{kind: AIRoute, name: bench}}]
+          key: consumer
+          limits:
+            - {{tokens: 100000000000, window: 1m}}
+            - {{requests: 1000000000, window: 1m}}
+          failurePolicy: closed
+          estimate: {{defaultMaxTokens: 256}}
+        """
+    )
+
+
+def code_state() -> dict[str, Any]:
+    """The commit and any uncommitted changes of the gateway's code when a row starts (the tree may move)."""
+
+    def git(*args: str) -> str:
+        p = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=20)
+        return p.stdout.strip()
+
+    try:
+        dirty = git("status", "--porcelain", "--", "dataplane", "pyproject.toml").splitlines()
+        return {"head": git("rev-parse", "--short", "HEAD"), "uncommitted": [line[3:] for line in dirty]}
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+
+
+def _pkg_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _cmd_version(cmd: list[str]) -> str:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (p.stdout + p.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def _nginx_version(nginx: str) -> str:
+    v = _cmd_version([nginx, "-v"])
+    return v.split("/")[-1] if "/" in v else v
+
+
+# -- report ------------------------------------------------------------------------------------------------------
+
+
+def fmt(value: Any, spec: str = ".2f", suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float | int):
+        return f"{value:{spec}}{suffix}"
+    return str(value)
+
+
+def add_deltas(rows: list[dict[str, Any]]) -> None:
+    direct = next((r for r in rows if r["name"] == "direct" and not r.get("error")), None)
+    if direct is None:
+        return
+    d_lat = direct.get("latency_c1") or {}
+    d_ttft = (direct.get("ttft") or {}).get("ttft_ms", {})
+    for r in rows:
+        lat = r.get("latency_c1")
+        if lat and d_lat:
+            r["added_p50_ms"] = round(lat["p50_ms"] - d_lat["p50_ms"], 3)
+            r["added_p99_ms"] = round(lat["p99_ms"] - d_lat["p99_ms"], 3)
+        ttft = (r.get("ttft") or {}).get("ttft_ms", {})
+        if ttft.get("n") and d_ttft.get("n"):
+            r["added_ttft_p50_ms"] = round(ttft["p50"] - d_ttft["p50"], 3)
+            r["added_ttft_p99_ms"] = round(ttft["p99"] - d_ttft["p99"], 3)
+
+
+COLUMNS = [
+    ("gateway", 26),
+    ("c1 p50", 8),
+    ("c1 p99", 8),
+    ("+p50", 7),
+    ("+p99", 7),
+    ("req/s p99<50ms", 16),
+    ("wrk c32 req/s", 18),
+    ("CPU/req", 9),
+    ("+TTFT p50", 10),
+    ("streams ok", 10),
+    ("+gap p99@1k", 11),
+    ("RSS idle/1k", 12),
+    ("bg", 4),
+]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    header = "  ".join(f"{name:<{w}}" for name, w in COLUMNS)
+    out = [header, "-" * len(header)]
+    for r in rows:
+        name = r["label"][:26]
+        if r.get("error"):
+            out.append(f"{name:<26}  FAILED: {r['error'][:150]}")
+            continue
+        lat = r.get("latency_c1") or {}
+        best = r.get("max_rps_under_p99_budget")
+        c32 = r.get("wrk_c32") or {}
+        rss = f"{fmt(r.get('rss_idle_mb'), '.0f')}/{fmt(r.get('rss_1000_streams_mb'), '.0f')}MB"
+        streams = "-" if r.get("stream_error") else fmt(r.get("max_streams_ok"), "d")
+        cells = [
+            name,
+            fmt(lat.get("p50_ms"), ".2f", "ms"),
+            fmt(lat.get("p99_ms"), ".2f", "ms"),
+            fmt(r.get("added_p50_ms"), ".2f"),
+            fmt(r.get("added_p99_ms"), ".2f"),
+            f"{best['rps']:.0f} (c={best['connections']})" if best else "none",
+            f"{c32['rps']:.0f} (p99 {c32['p99_ms']:.0f}ms)" if c32 else "-",
+            fmt(r.get("cpu_us_per_request"), ".0f", "us"),
+            fmt(r.get("added_ttft_p50_ms"), ".2f", "ms"),
+            streams,
+            fmt(r.get("added_gap_p99_1000_ms"), ".2f", "ms"),
+            rss,
+            fmt(r.get("core1_other_load"), ".0%") if r.get("core1_other_load") is not None else "-",
+        ]
+        out.append("  ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, COLUMNS, strict=True)))
+    return "\n".join(out)
+
+
+def chart(result_path: Path) -> Path | None:
+    try:
+        python = peers.tools()
+    except peers.InstallError as exc:
+        say(f"no chart: {exc}")
+        return None
+    png = result_path.with_suffix(".png")
+    p = subprocess.run(
+        [str(python), str(BENCH / "chart.py"), str(result_path), str(png)], capture_output=True, text=True, timeout=120
+    )
+    if p.returncode != 0:
+        say(f"chart failed: {p.stderr.strip()[-300:]}")
+        return None
+    return png
+
+
+def environment(plan_name: str) -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(
+            x.split(":", 1)[1].strip()
+            for x in Path("/proc/cpuinfo").read_text().splitlines()
+            if x.startswith("model name")
+        )
+    return {
+        "mode": plan_name,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "pinning": f"gateway on core {GATEWAY_CORE}; load generators, upstreams and Redis on core {LOAD_CORE}",
+        "p99_budget_ms": P99_LATENCY_BUDGET_MS,
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "stream_budget_ms": STREAM_BUDGET_MS,
+    }
+
+
+# -- main ----------------------------------------------------------------------------------------------------------
+
+TARGETS = ["direct", "nginx", "tollway", "litellm", "portkey"]
+
+
+def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
+    started = time.monotonic()
+    load = background_load()
+    if load > 0.10:
+        say(
+            f"WARNING: core {GATEWAY_CORE} is {load:.0%} busy before the start: other processes compete for it, so "
+            "figures will be noisy (each row reports how much of the gateway core they took)"
+        )
+    bench = Bench(plan, tmp, args.quick)
+    bench.start_services()
+    wanted = [t for t in TARGETS if t == "direct" or t in args.only]
+    rows: list[dict[str, Any]] = []
+    for name in wanted:
+        row: dict[str, Any] = {"name": name, "label": name}
+        target: Target | None = None
+        t0 = time.monotonic()
+        say(f"=== {name} ===")
+        if name != "direct":
+            row["core1_background_before"] = wait_quiet(args.quiet_wait)
+        try:
+            target = getattr(bench, f"start_{'nginx_proxy' if name == 'nginx' else name}")()
+            row["label"] = target.label
+            row["version"] = target.version
+            if name == "tollway":
+                row["code"] = code_state()
+                state = row["code"]
+                target.notes.append(
+                    f"code at {state.get('head', '?')}"
+                    + (
+                        f" + uncommitted changes in {', '.join(state['uncommitted'])}"
+                        if state.get("uncommitted")
+                        else ""
+                    )
+                )
+            evalsha0 = bench.redis_evalsha_calls() if name == "tollway" else 0
+            watch = Interference(target.proc.pid) if target.proc is not None else None
+            bench.measure(target, row)
+            if watch is not None:
+                row["core1_other_load"] = watch.share()
+                if row["core1_other_load"] > 0.05:
+                    target.notes.append(
+                        f"WARNING: {row['core1_other_load']:.0%} of core {GATEWAY_CORE} went to other processes "
+                        "during this row: its figures are pessimistic"
+                    )
+            if name == "tollway":
+                calls = bench.redis_evalsha_calls() - evalsha0
+                row["redis_evalsha_calls"] = calls
+                status, body = http(bench._tollway_metrics)
+                row["metrics_scrape_ok"] = status == 200 and b"tollway_" in body
+                lines = sum(1 for _ in bench._tollway_log.open("rb"))
+                row["access_log_lines"] = lines
+                target.notes.append(
+                    f"verified: {calls} Redis EVALSHA calls, metrics scrape "
+                    f"{'ok' if row['metrics_scrape_ok'] else 'FAILED'}, {lines} access-log lines"
+                )
+            if name == "direct":
+                bench.direct_rows["stream_steps_by_n"] = {s["streams"]: s for s in row.get("stream_steps", [])}
+        except peers.InstallError as exc:
+            row["error"] = f"install failed: {exc}"
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"[:600]
+        finally:
+            if target is not None:
+                row["notes"] = target.notes
+                if target.proc is not None:
+                    PROCS.stop(target.proc)
+        row["seconds"] = round(time.monotonic() - t0, 1)
+        if row.get("error"):
+            say(f"[{name}] FAILED: {row['error']}")
+        rows.append(row)
+    add_deltas(rows)
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result_path = RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json"
+    wall = round(time.monotonic() - started, 1)
+    direct = rows[0]
+    upstream = {
+        "nginx_max_rps": (direct.get("max_rps_under_p99_budget") or {}).get("rps"),
+        "nginx_c32_rps": (direct.get("wrk_c32") or {}).get("rps"),
+        "sse_1000_streams": next((s for s in direct.get("stream_steps", []) if s["streams"] == 1000), None),
+    }
+    doc = {
+        "environment": environment("quick" if args.quick else "full"),
+        "plan": plan.__dict__,
+        "rows": rows,
+        "upstream_capacity": upstream,
+        "wall_seconds": wall,
+        "timestamp": stamp,
+    }
+    result_path.write_text(json.dumps(doc, indent=2) + "\n")
+
+    print()
+    print(table(rows))
+    print()
+    sse = upstream["sse_1000_streams"]
+    print(
+        f"upstream capacity (core {LOAD_CORE}, shared with the load generator): nginx "
+        f"{fmt(upstream['nginx_max_rps'], '.0f')} req/s with p99 < 50 ms"
+        + (
+            f"; SSE server {sse['complete']}/1000 streams x 20 chunks/s complete, gap jitter p99 "
+            f"{sse['gap_jitter_ms'].get('p99')} ms, {sse['cpu_util'] * 100:.0f}% of a core"
+            if sse
+            else ""
+        )
+    )
+    print(
+        "columns: c1 = concurrency 1 (absolute); + = added vs direct in this run (ms); req/s p99<50ms = best "
+        "connection step with p99 under 50 ms; CPU/req = gateway CPU time per request at 32 connections; "
+        "streams ok = most concurrent 20 chunk/s streams with p99 added inter-chunk delay < 10 ms; RSS at idle "
+        "and at 1,000 open streams; bg = share of core 1 taken by other processes during the row"
+    )
+    for r in rows:
+        for note in r.get("notes", []):
+            print(f"  {r['name']}: {note}")
+    png = chart(result_path)
+    print(f"\nresults: {result_path.relative_to(REPO)}" + (f", chart: {png.relative_to(REPO)}" if png else ""))
+    print(f"wall time: {wall:.0f}s")
+    return 0
+
+
+def run_profile(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
+    """Tollway alone under py-spy during the 32-connection throughput run."""
+    try:
+        pyspy = peers.tools().parent / "py-spy"
+    except peers.InstallError as exc:
+        say(f"cannot profile: {exc}")
+        return 1
+    bench = Bench(plan, tmp, args.quick)
+    bench.start_services()
+    target = bench.start_tollway()
+    assert target.json is not None and target.proc is not None
+    bench.check(target)
+    say("warm-up")
+    bench.wrk(target.json, 8, plan.warmup_s)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    base = RESULTS / f"profile-{stamp}"
+    seconds = plan.profile_s
+    outputs = []
+    for fmt_name, suffix in (("raw", ".collapsed.txt"), ("flamegraph", ".svg")):
+        out = Path(str(base) + suffix)
+        say(f"py-spy record ({fmt_name}) for {seconds}s while wrk runs 32 connections against Tollway")
+        cmd = [
+            str(pyspy),
+            "record",
+            "--pid",
+            str(target.proc.pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            "200",
+            "--format",
+            fmt_name,
+            "--output",
+            str(out),
+        ]
+        if fmt_name == "raw":
+            cmd.append("--nolineno")
+        if args.nonblocking:
+            cmd.append("--nonblocking")
+        spy = subprocess.Popen(
+            ["taskset", "-c", str(LOAD_CORE), *cmd],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        PROCS.children.append(("py-spy", spy))
+        time.sleep(0.5)
+        r = bench.wrk(target.json, 32, seconds)
+        try:
+            spy_out, _ = spy.communicate(timeout=seconds + 30)
+        finally:
+            PROCS.stop(spy)
+        print(f"     {r['rps']:.0f} req/s under the profiler (p99 {r['p99_ms']:.1f} ms)")
+        if not out.exists():
+            say(f"py-spy produced no output: {spy_out.decode(errors='replace')[-400:]}")
+            return 1
+        outputs.append(out)
+    PROCS.stop(target.proc)
+    state = code_state()
+    report = profile_report(outputs[0], expected=200 * seconds)
+    report = (
+        f"code at {state.get('head', '?')}"
+        + (f" + uncommitted changes in {', '.join(state['uncommitted'])}" if state.get("uncommitted") else "")
+        + "\n"
+        + report
+    )
+    summary = Path(str(base) + ".top.txt")
+    summary.write_text(report + "\n")
+    print(report)
+    print(
+        f"\nflamegraph: {outputs[1].relative_to(REPO)}; stacks: {outputs[0].relative_to(REPO)}; "
+        f"summary: {summary.relative_to(REPO)}"
+    )
+    return 0
+
+
+def profile_report(collapsed: Path, expected: int, top: int = 25) -> str:
+    """Self time per function (leaf frame), inclusive time of Tollway's own functions and self time per
+    component, for the event-loop thread, from py-spy's collapsed stacks (idle samples are not recorded)."""
+    self_time: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    groups: dict[str, int] = {}
+    total = other_threads = 0
+    entry = ("main (tollway_dataplane/cli.py)", "_run (tollway_dataplane/cli.py)", "run (tollway_dataplane/server.py)")
+    for line in collapsed.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        if not frames[0].startswith("<module>"):  # a helper thread (executor, DNS), not the event loop
+            other_threads += n
+            continue
+        total += n
+        leaf = frames[-1]
+        self_time[leaf] = self_time.get(leaf, 0) + n
+        groups[_group(leaf)] = groups.get(_group(leaf), 0) + n
+        for frame in set(frames):
+            if "tollway_dataplane" in frame and not frame.endswith(entry):
+                inclusive[frame] = inclusive.get(frame, 0) + n
+    if not total:
+        return "no samples"
+    lines = [
+        f"Tollway's event-loop thread under 32 connections: {total} busy samples of {expected} "
+        f"(~{100 * total / expected:.0f}% of the time on CPU; helper threads: {other_threads} samples); "
+        "% below are of the loop thread's busy time",
+        f"top {top} functions by self time:",
+    ]
+    for frame, n in sorted(self_time.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * n / total:5.1f}%  {_short(frame)}")
+    lines.append("Tollway functions by inclusive time (self + callees):")
+    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:15]:
+        lines.append(f"  {100 * n / total:5.1f}%  {_short(frame)}")
+    lines.append("self time by component:")
+    for g, n in sorted(groups.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {100 * n / total:5.1f}%  {g}")
+    return "\n".join(lines)
+
+
+def _short(frame: str) -> str:
+    m = re.match(r"(.*) \((.*)\)$", frame)
+    if not m:
+        return frame
+    func, path = m.groups()
+    for marker in ("site-packages/", "dataplane/", "lib/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{func}  ({path})"
+
+
+def _group(frame: str) -> str:
+    path = frame.rpartition("(")[2]
+    for marker, name in (
+        ("tollway_dataplane", "tollway_dataplane"),
+        ("aiohttp", "aiohttp"),
+        ("redis", "redis-py"),
+        ("prometheus_client", "prometheus_client"),
+        ("multidict", "multidict/yarl"),
+        ("yarl", "multidict/yarl"),
+        ("logging", "logging"),
+        ("asyncio", "asyncio"),
+        ("uvloop", "uvloop"),
+    ):
+        if marker in path:
+            return name
+    return "other (stdlib, native, loop internals)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Tollway gateway benchmark (see bench/README.md)")
+    parser.add_argument("--quick", action="store_true", help="shorter bounds everywhere (< 5 minutes)")
+    parser.add_argument(
+        "--only",
+        default=",".join(TARGETS[1:]),
+        help="comma-separated rows besides direct: nginx,tollway,litellm,portkey",
+    )
+    parser.add_argument("--profile", action="store_true", help="profile Tollway with py-spy instead of the table")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=None,
+        help="seconds to wait before each row for the gateway core to be quiet (default: 60, 0 with --quick)",
+    )
+    parser.add_argument(
+        "--nonblocking",
+        action="store_true",
+        help="--profile: sample without pausing Tollway (less overhead, but some stacks come out torn)",
+    )
+    parser.add_argument("--keep-temp", action="store_true", help="keep the temp dir with configs and logs")
+    args = parser.parse_args(argv)
+    args.only = {x.strip() for x in args.only.split(",") if x.strip()}
+    unknown = args.only - set(TARGETS)
+    if unknown:
+        parser.error(f"unknown rows: {', '.join(sorted(unknown))}")
+    if (os.cpu_count() or 1) < 2:
+        parser.error("needs at least 2 cores: one for the gateway, one for the load generator")
+    if not shutil.which("taskset"):
+        parser.error("taskset is missing (Debian: util-linux)")
+    os.sched_setaffinity(0, {LOAD_CORE})  # this process and everything it starts: core 0 unless told otherwise
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    signal.signal(signal.SIGTERM, _on_signal)
+    plan = QUICK if args.quick else FULL
+    if args.quiet_wait is None:
+        args.quiet_wait = 0.0 if args.quick else 60.0
+    tmp = Path(tempfile.mkdtemp(prefix="tollway-bench-"))
+    say(f"temp dir (configs, logs): {tmp}")
+    try:
+        return run_profile(args, plan, tmp) if args.profile else run_bench(args, plan, tmp)
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    finally:
+        PROCS.stop_all()
+        if not args.keep_temp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
