@@ -30,9 +30,10 @@ VALUE_SETS = {
         "--set",
         "dataplane.replicas=3",
     ],
+    # {ns} is the test's namespace; {ns}-b a second one the test creates.
     "several-namespaces-peering-mock": [
         "--set",
-        "watchNamespaces={team-a,team-b}",
+        "watchNamespaces={{{ns},{ns}-b}}",
         "--set",
         "operator.replicas=2",
         "--set",
@@ -45,6 +46,9 @@ VALUE_SETS = {
 }
 
 
+CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace")
+
+
 def render(control_plane: ControlPlane, namespace: str, *args: str) -> list[dict]:
     out = control_plane.helm(
         "template", "tollway", str(CHART), "--namespace", namespace, "--kube-version", control_plane.version, *args
@@ -54,9 +58,15 @@ def render(control_plane: ControlPlane, namespace: str, *args: str) -> list[dict
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_value_sets_pass_server_dry_run(control_plane: ControlPlane, crds_installed, namespace: str, name: str):
-    documents = render(control_plane, namespace, *VALUE_SETS[name])
+    args = [a.format(ns=namespace) for a in VALUE_SETS[name]]
+    if any(f"{namespace}-b" in a for a in args):
+        control_plane.kubectl("create", "namespace", f"{namespace}-b")
+    documents = render(control_plane, namespace, *args)
+    for document in documents:  # helm leaves the release namespace implicit; RBAC for watched ones is explicit
+        if document["kind"] not in CLUSTER_SCOPED:
+            document["metadata"].setdefault("namespace", namespace)
     manifest = yaml.safe_dump_all(documents)
-    proc = control_plane.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=manifest, check=False)
+    proc = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest, check=False)
     assert proc.returncode == 0, proc.stderr
     kinds = {d["kind"] for d in documents}
     if name == "builtin-redis-networkpolicy":
