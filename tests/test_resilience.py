@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import GatewayFactory, GatewayHandle, MockLLM, read_sse, write_crs
+from conftest import GatewayFactory, GatewayHandle, MockLLM, read_sse, spawn_gateway, write_crs
 
 CHAT = "/v1/chat/completions"
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,46 +229,12 @@ async def test_cooldown_survives_a_reload(resilient: GatewayHandle, mock_llm: Mo
     assert [r["api_key"] for r in await mock_llm.requests()] == ["backup-key"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_sigterm_lets_a_stream_finish_then_exits_0(tmp_path: Path, mock_llm: MockLLM) -> None:
     crs = tmp_path / "crs"
     write_crs(crs, resilient_crs(mock_llm.url))
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'dataplane'}:{ROOT / 'operator'}"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tollway_dataplane",
-        "run",
-        "--crs",
-        str(crs),
-        "--port",
-        str(port),
-        "--metrics-port",
-        "0",
-        "--drain-delay",
-        "0.5",
-        "--grace-period",
-        "20",
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process, url = await spawn_gateway(crs, "--drain-delay", "0.5", "--grace-period", "20")
     try:
-        url = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as session:
-            for _ in range(100):
-                try:
-                    async with session.get(f"{url}/readyz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
             await mock_llm.script({"chunks": 10, "chunk_delay_ms": 500})  # a 5-second stream
             headers = {"Authorization": "Bearer sk-alice"}
             async with session.post(f"{url}{CHAT}", json=chat(stream=True), headers=headers) as response:

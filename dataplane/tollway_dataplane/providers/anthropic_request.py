@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .chat import (
+    append_turn,
     arguments_object,
     bad_request,
     data_url,
@@ -74,13 +75,8 @@ def _messages(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[d
 
 
 def _append(out: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    """Consecutive turns of one role become one message: tool results of one turn must share a user message."""
-    if not blocks:
-        return
-    if out and out[-1]["role"] == role:
-        out[-1]["content"].extend(blocks)
-    else:
-        out.append({"role": role, "content": blocks})
+    # Tool results of one assistant turn must share one user message.
+    append_turn(out, role, blocks, "content")
 
 
 def _user_blocks(content: Any, field: str) -> list[dict[str, Any]]:

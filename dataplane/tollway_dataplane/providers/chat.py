@@ -186,3 +186,13 @@ class ChunkWriter:
     def usage(self, usage: Usage) -> bytes:
         """The extra chunk `stream_options.include_usage` asks for: no choices, only usage."""
         return self._event([], usage)
+
+
+def append_turn(turns: list[dict[str, Any]], role: str, items: list[dict[str, Any]], key: str) -> None:
+    """Add items as a turn of `role`; consecutive turns of one role merge (both Anthropic and Gemini want that)."""
+    if not items:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1][key].extend(items)
+    else:
+        turns.append({"role": role, key: items})

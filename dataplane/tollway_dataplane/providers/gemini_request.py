@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from .chat import (
+    append_turn,
     arguments_object,
     bad_request,
     data_url,
@@ -93,13 +94,8 @@ def _contents(items: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, An
 
 
 def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
-    """Consecutive turns of one role become one content: Gemini wants all results of one call turn together."""
-    if not parts:
-        return
-    if contents and contents[-1]["role"] == role:
-        contents[-1]["parts"].extend(parts)
-    else:
-        contents.append({"role": role, "parts": parts})
+    # Gemini wants all function responses of one call turn together.
+    append_turn(contents, role, parts, "parts")
 
 
 def _user_parts(content: Any, field: str) -> list[dict[str, Any]]:
