@@ -36,6 +36,7 @@ e2e: install controlplane
 lint: install
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
+	@$(BIN)/mypy dataplane/tollway_dataplane dataplane/tollway_mock operator/tollway_operator
 
 format: install
 	@$(BIN)/ruff format .

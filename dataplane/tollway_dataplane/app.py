@@ -127,8 +127,8 @@ class Gateway:
             # Never a bare 500 with a stack trace for the caller; the log keeps the details.
             log.exception("unexpected error", extra={"request_id": ctx.request_id})
             ctx.status = 500
-            error = GatewayError(500, "Internal gateway error; the request id identifies it in the logs.")
-            return error.response({"x-request-id": ctx.request_id})
+            internal = GatewayError(500, "Internal gateway error; the request id identifies it in the logs.")
+            return internal.response({"x-request-id": ctx.request_id})
         finally:
             self.in_flight -= 1
             metrics.IN_FLIGHT.dec()

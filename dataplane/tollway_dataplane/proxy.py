@@ -14,7 +14,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -58,8 +58,8 @@ def plan_backends(rule: Rule) -> Iterator[Backend]:
     yield from rule.fallbacks
 
 
-def _retry_after(headers: aiohttp.typedefs.LooseHeaders | None) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None  # type: ignore[union-attr]
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
     if not value:
         return None
     try:
@@ -163,18 +163,19 @@ class Upstream:
         try:
             upstream = translator.build_request(call, pool, key, model)
         except GatewayError as exc:  # this provider cannot express the request; another backend may
-            failure = Failure(
+            unsupported = Failure(
                 "unsupported",
                 exc.status,
                 exc.message,
                 provider_error=ProviderError(exc.status, exc.message, exc.type, exc.code),
             )
-            return self._record_failure(ctx, pool, model, key.index if key else None, failure)
+            return self._record_failure(ctx, pool, model, key.index if key else None, unsupported)
         client_timeout = _client_timeout(timeouts.total, timeouts.connect)
         key_index = key.index if key is not None else None
         if key is not None:
             key.state.in_flight += 1
         response: aiohttp.ClientResponse | None = None
+        failure: Failure | None = None
         try:
             try:
                 async with asyncio.timeout(timeouts.first_byte):

@@ -243,12 +243,17 @@ def _check_version(r: FieldReader, data: dict[str, Any]) -> int:
 
 def _check_references(r: FieldReader, config: GatewayConfig) -> None:
     pools = {p.name for p in config.pools}
-    for items, kind in ((config.pools, "pools"), (config.routes, "routes"), (config.consumers, "consumers")):
+    named: tuple[tuple[str, list[str]], ...] = (
+        ("pools", [p.name for p in config.pools]),
+        ("routes", [r.name for r in config.routes]),
+        ("consumers", [c.name for c in config.consumers]),
+    )
+    for kind, names in named:
         seen: set[str] = set()
-        for i, item in enumerate(items):
-            if item.name in seen:
-                r.fail(f"{kind}[{i}].name", f"duplicate name {item.name!r}")
-            seen.add(item.name)
+        for i, name in enumerate(names):
+            if name in seen:
+                r.fail(f"{kind}[{i}].name", f"duplicate name {name!r}")
+            seen.add(name)
     for i, route in enumerate(config.routes):
         for j, rule in enumerate(route.rules):
             for group in ("backends", "fallbacks"):

@@ -139,7 +139,7 @@ def _access(
             status.unresolved.append(f"consumer {name!r} not found")
     selector = r.obj(data.get("consumerSelector"), "spec.access.consumerSelector")
     match_labels = r.pairs(selector, "matchLabels", "spec.access.consumerSelector")
-    selectors = ()
+    selectors: tuple[tuple[tuple[str, str], ...], ...] = ()
     if match_labels:
         selectors = (tuple(sorted((*match_labels, (NAMESPACE_LABEL, doc.namespace)))),)
     return Access(consumers=tuple(sorted(doc.qualify(n) for n in set(names))), selectors=selectors)
