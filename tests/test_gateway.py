@@ -159,6 +159,12 @@ async def test_body_limit_413(make_gateway: GatewayFactory, mock_llm: MockLLM) -
     async with handle.post(CHAT, big) as response:
         assert response.status == 413
         assert (await error_of(response))["code"] == "request_too_large"
+    # The limit is configurable (tollway run --max-body-bytes).
+    small = await make_gateway(files, max_body_bytes=4096)
+    async with small.post(CHAT, json.dumps(chat(padding="x" * 5000))) as response:
+        assert response.status == 413
+    async with small.post(CHAT, chat()) as response:
+        assert response.status == 200
 
 
 async def test_unknown_path_and_wrong_method(gateway: GatewayHandle) -> None:

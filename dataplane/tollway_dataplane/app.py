@@ -45,11 +45,17 @@ class Gateway:
     """Holds the current snapshot and serves requests against it."""
 
     def __init__(
-        self, limit_backend: LimitBackend | None = None, *, capture_text: bool = False, capture_limit: int = 2000
+        self,
+        limit_backend: LimitBackend | None = None,
+        *,
+        capture_text: bool = False,
+        capture_limit: int = 2000,
+        max_body_bytes: int | None = None,
     ) -> None:
         self.limiter = RateLimiter(limit_backend or MemoryBackend())
         self.capture_text = capture_text  # prompts and completions in the access log (redacted, truncated)
         self.capture_limit = capture_limit
+        self.max_body_bytes = max_body_bytes  # overrides the config's settings.maxBodyBytes when set
         self.snapshot: Snapshot | None = None
         self.registry = KeyStateRegistry()
         self.draining = False
@@ -173,7 +179,7 @@ class Gateway:
     ) -> web.StreamResponse:
         consumer, key_hash = snapshot.auth.authenticate(request.headers, request.remote)
         ctx.consumer = consumer.name
-        raw = await _read_body(request, snapshot.config.settings.max_body_bytes)
+        raw = await _read_body(request, self.max_body_bytes or snapshot.config.settings.max_body_bytes)
         body = _parse_body(raw)
         if ctx.egress is not None:
             from .inbound import anthropic as messages

@@ -46,6 +46,7 @@ def _run(args: argparse.Namespace) -> int:
         consumer_label=args.metrics_consumer_label,
         log_text=args.log_prompts,
         log_text_limit=args.log_text_limit,
+        max_body_bytes=args.max_body_bytes,
     )
     return run(source, options)
 
@@ -136,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-prompts", action="store_true", help="put prompt and completion text in the access log (redacted)"
     )
     run.add_argument("--log-text-limit", type=int, default=2000, help="characters of prompt/completion to keep")
+    run.add_argument(
+        "--max-body-bytes", type=int, default=None, help="request body limit in bytes (default 10 MiB); over it: 413"
+    )
     run.add_argument("--log-level", default="info")
     run.add_argument("--no-access-log", action="store_true")
     run.set_defaults(func=_run)

@@ -34,6 +34,7 @@ class ServerOptions:
     consumer_label: str = "on"  # on | off | cap:N: cardinality guard for the metrics' consumer label
     log_text: bool = False  # prompts and completions in the access log (redacted and truncated)
     log_text_limit: int = 2000
+    max_body_bytes: int | None = None  # request body limit; default: the config's (10 MiB)
 
 
 def metrics_app() -> web.Application:
@@ -52,7 +53,10 @@ class RunningGateway:
         self.options = options
         metrics.consumer_label.set_mode(options.consumer_label)
         self.gateway = Gateway(
-            _limit_backend(options), capture_text=options.log_text, capture_limit=options.log_text_limit
+            _limit_backend(options),
+            capture_text=options.log_text,
+            capture_limit=options.log_text_limit,
+            max_body_bytes=options.max_body_bytes,
         )
         self.reloader = Reloader(self.gateway, source, options.reload_interval)
         self._runner = web.AppRunner(self.gateway.make_app(), access_log=None)
