@@ -104,10 +104,11 @@ def test_settle_refunds_and_charges() -> None:
 
 def test_all_limits_of_a_decision_are_atomic() -> None:
     wide = LimitSpec(key="a", amount=1000, window=60.0, cost=10)
-    narrow = LimitSpec(key="b", amount=5, window=60.0, cost=10)
-    decision, _ = decide((wide, LimitSpec("b", 5, 60.0, 5)), [None, 55.0], now=0.0)
+    full = LimitSpec(key="b", amount=5, window=60.0, cost=5)  # its stored TAT says the budget is spent
+    decision, new_tats = decide((wide, full), [None, 55.0], now=0.0)
     assert not decision.allowed and decision.states[0].remaining == 1000  # the wide limit was not charged
-    del narrow
+    decision, _ = decide((wide, LimitSpec("b", 5, 60.0, 0)), [None, None], now=0.0)
+    assert decision.allowed and new_tats[0] == pytest.approx(0.6)  # what the wide one would have stored
 
 
 @pytest.mark.parametrize("backend_kind", ["memory", "redis"])

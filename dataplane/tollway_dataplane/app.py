@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -341,6 +341,3 @@ def _resolve(snapshot: Snapshot, prefix: str, host: str, model: str, may_use: Ca
 def _json(data: Any, request_id: str | None = None, status: int = 200) -> web.Response:
     headers = {"x-request-id": request_id} if request_id else None
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

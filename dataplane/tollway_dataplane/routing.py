@@ -80,8 +80,3 @@ class Router:
             self._cache.clear()
         self._cache[key] = found
         return found
-
-    def prefixes(self) -> set[str]:
-        return {m.route.path_prefix for ms in self._exact.values() for m in ms} | {
-            m.route.path_prefix for _, m in self._globs
-        }

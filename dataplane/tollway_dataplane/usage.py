@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,12 +47,8 @@ def _text_length(value: Any) -> int:
     return 0
 
 
-def estimate_input_tokens(body: dict[str, Any]) -> int:
+def estimate_input_tokens(body: Mapping[str, Any]) -> int:
     """A cheap upper-leaning estimate (about 4 characters per token) when the provider reports nothing."""
     chars = _text_length(body.get("messages")) + _text_length(body.get("prompt")) + _text_length(body.get("input"))
     chars += _text_length(body.get("system"))
     return max(1, (chars + 3) // 4)
-
-
-def estimate_text_tokens(text_chars: int) -> int:
-    return (text_chars + 3) // 4

@@ -12,11 +12,10 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from . import content, sse
-from .exchange import ApiError, Dialect, Exchange, Route, echo_document
+from .exchange import ApiError, Dialect, Exchange, Route, answer_pieces
 from .script import Behaviour, ToolCall
 
 _ERROR_TYPES = {
@@ -59,7 +58,7 @@ async def messages(exchange: Exchange) -> web.StreamResponse:
         raise ApiError(400, "messages: Field required")
     behaviour = exchange.behaviour
     call = behaviour.tool_call
-    pieces, cut = _pieces(exchange, max_tokens)
+    pieces, cut = answer_pieces(exchange, max_tokens)
     stop_reason = behaviour.finish_reason or ("max_tokens" if cut else "tool_use" if call is not None else "end_turn")
     output = len(pieces) + (content.estimate_tokens(len(call.arguments)) if call is not None else 0)
     usage = _usage(behaviour, content.estimate_tokens(_prompt_chars(body)), output)
@@ -87,19 +86,6 @@ async def messages(exchange: Exchange) -> web.StreamResponse:
 
 
 ROUTES = (Route("POST", re.compile(r"/messages$"), messages, DIALECT),)
-
-
-def _pieces(exchange: Exchange, max_tokens: int) -> tuple[list[str], bool]:
-    behaviour = exchange.behaviour
-    if behaviour.echo:
-        text = orjson.dumps(echo_document(exchange.request, exchange.body)).decode()
-    elif behaviour.content is not None:
-        text = behaviour.content
-    elif behaviour.tool_call is not None:
-        return [], False  # a tool call alone, the way models usually answer with one
-    else:
-        text = content.DEFAULT_TEXT
-    return content.truncate(content.pieces(text, behaviour.chunks), max_tokens)
 
 
 def _usage(behaviour: Behaviour, input_tokens: int, output_tokens: int) -> dict[str, int]:

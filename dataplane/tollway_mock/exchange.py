@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from . import content
 from .requestlog import RequestRecord, lower_headers
 from .script import DEFAULT_BEHAVIOUR, Behaviour
 
@@ -152,3 +153,18 @@ def _default_message(status: int) -> str:
     except ValueError:
         phrase = "Error"
     return f"Scripted mock error: {status} {phrase}"
+
+
+def answer_pieces(exchange: Exchange, limit: int | None) -> tuple[list[str], bool]:
+    """The text chunks of an Anthropic or Gemini answer and whether `limit` tokens cut it (a scripted tool call
+    alone has none, the way models usually answer with one)."""
+    behaviour = exchange.behaviour
+    if behaviour.echo:
+        text = orjson.dumps(echo_document(exchange.request, exchange.body)).decode()
+    elif behaviour.content is not None:
+        text = behaviour.content
+    elif behaviour.tool_call is not None:
+        return [], False
+    else:
+        text = content.DEFAULT_TEXT
+    return content.truncate(content.pieces(text, behaviour.chunks), limit)

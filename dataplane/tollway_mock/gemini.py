@@ -12,11 +12,10 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from . import content, sse
-from .exchange import ApiError, Dialect, Exchange, Route, echo_document
+from .exchange import ApiError, Dialect, Exchange, Route, answer_pieces
 from .script import Behaviour
 
 _STATUSES = {
@@ -83,7 +82,7 @@ async def _answer(exchange: Exchange, stream: bool) -> web.StreamResponse:
 
     config = body.get("generationConfig")
     limit = config.get("maxOutputTokens") if isinstance(config, dict) else None
-    pieces, cut = _pieces(exchange, limit if isinstance(limit, int) else None)
+    pieces, cut = answer_pieces(exchange, limit if isinstance(limit, int) else None)
     call = behaviour.tool_call
     reason = behaviour.finish_reason or ("MAX_TOKENS" if cut else "STOP")
     if reason in _WITHHELD:
@@ -129,19 +128,6 @@ def _events(
     if usage is not None:
         last["usageMetadata"] = usage
     yield sse.Event.json(last, "content" if final_parts else "trailer")
-
-
-def _pieces(exchange: Exchange, limit: int | None) -> tuple[list[str], bool]:
-    behaviour = exchange.behaviour
-    if behaviour.echo:
-        text = orjson.dumps(echo_document(exchange.request, exchange.body)).decode()
-    elif behaviour.content is not None:
-        text = behaviour.content
-    elif behaviour.tool_call is not None:
-        return [], False  # a function call alone, the way models usually answer with one
-    else:
-        text = content.DEFAULT_TEXT
-    return content.truncate(content.pieces(text, behaviour.chunks), limit)
 
 
 def _usage(behaviour: Behaviour, prompt_tokens: int, output_tokens: int) -> dict[str, int] | None:

@@ -19,7 +19,3 @@ _TRANSLATORS: dict[str, Translator] = {
 
 def translator_for(provider: str) -> Translator | None:
     return _TRANSLATORS.get(provider)
-
-
-def supported_providers() -> tuple[str, ...]:
-    return tuple(_TRANSLATORS)

@@ -74,13 +74,7 @@ class AnthropicTranslator:
         return out, usage
 
     def translate_error(self, status: int, body: bytes) -> ProviderError:
-        try:
-            data: Any = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            data = None
-        error = data.get("error") if isinstance(data, dict) else None
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return ProviderError(status=status, message=error["message"], type=str(error.get("type") or "api_error"))
+        # Anthropic's {"type": "error", "error": {"type", "message"}} is read by the shared OpenAI-shape reader.
         return error_from_body(status, body)
 
     def stream(self, call: Call) -> AnthropicStream:

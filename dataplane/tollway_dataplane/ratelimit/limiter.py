@@ -236,6 +236,6 @@ def facts_for(
         model=model,
         source_ip=source_ip,
         headers=headers,
-        input_estimate=estimate_input_tokens(dict(body)),
+        input_estimate=estimate_input_tokens(body),
         output_estimate=max_tokens if isinstance(max_tokens, int) else None,
     )
