@@ -36,7 +36,7 @@ e2e: install controlplane
 lint: install
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
-	@$(BIN)/mypy dataplane/tollway_dataplane dataplane/tollway_mock operator/tollway_operator
+	@$(BIN)/mypy dataplane/tollway_dataplane dataplane/tollway_contract dataplane/tollway_kube dataplane/tollway_mock operator/tollway_operator cli/tollway_cli
 
 format: install
 	@$(BIN)/ruff format .

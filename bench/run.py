@@ -1030,7 +1030,7 @@ def code_state() -> dict[str, Any]:
         return p.stdout.strip()
 
     try:
-        dirty = git("status", "--porcelain", "--", "dataplane", "pyproject.toml").splitlines()
+        dirty = git("status", "--porcelain", "--", "dataplane", "cli", "pyproject.toml").splitlines()
         return {"head": git("rev-parse", "--short", "HEAD"), "uncommitted": [line[3:] for line in dirty]}
     except (OSError, subprocess.TimeoutExpired):
         return {}
@@ -1384,7 +1384,7 @@ def profile_report(collapsed: Path, expected: int, top: int = 25) -> str:
     inclusive: dict[str, int] = {}
     groups: dict[str, int] = {}
     total = other_threads = 0
-    entry = ("main (tollway_dataplane/cli.py)", "_run (tollway_dataplane/cli.py)", "run (tollway_dataplane/server.py)")
+    entry = ("main (tollway_cli/main.py)", "_run (tollway_cli/main.py)", "run (tollway_dataplane/server.py)")
     for line in collapsed.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():

@@ -192,7 +192,7 @@ class Stack:
     def start_mock(self) -> None:
         port = free_port()
         self.mock = Proc(
-            "mock", [python(), "-m", "tollway_dataplane", "mock", "--port", str(port)], self.workdir / "mock.log"
+            "mock", [python(), "-m", "tollway_cli", "mock", "--port", str(port)], self.workdir / "mock.log"
         )
         self.mock_url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _http_json(f"{self.mock_url}/healthz")[0] == 200, "the mock LLM")
@@ -222,7 +222,7 @@ class Stack:
         kubeconfig = self.cp.service_account_kubeconfig(self.namespace, self.operator_name, create=False)
         self.operator = Proc(
             "operator",
-            [python(), "-m", "tollway_dataplane", "operator", "--namespace", self.namespace, *extra],
+            [python(), "-m", "tollway_cli", "operator", "--namespace", self.namespace, *extra],
             self.workdir / "operator.log",
             env=self.cp.env(kubeconfig),
         )
@@ -237,7 +237,7 @@ class Stack:
             [
                 python(),
                 "-m",
-                "tollway_dataplane",
+                "tollway_cli",
                 "run",
                 "--kube-configmap",
                 f"{self.namespace}/{CONFIGMAP}",
@@ -314,7 +314,7 @@ class Stack:
 
     def rendered_documents(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The config and provider-keys documents as the data plane reads them (shards assembled)."""
-        from tollway_dataplane.kubesource import MANIFEST_KEY, SHARD_KEY, Manifest, decode_document, object_blobs
+        from tollway_contract.rendered import MANIFEST_KEY, SHARD_KEY, Manifest, decode_document, object_blobs
 
         out = []
         for plural, kind, name in (("configmaps", "ConfigMap", CONFIGMAP), ("secrets", "Secret", SECRET)):

@@ -124,7 +124,7 @@ def programmed(stack: Stack, kind: str, name: str) -> dict[str, Any] | None:
 
 
 def test_crs_compile_into_the_configmap_and_secret(stack: Stack):
-    from tollway_dataplane.config import config_to_dict, secrets_to_dict
+    from tollway_contract import config_to_dict, secrets_to_dict
     from tollway_operator.compiler import compile_crs
 
     stack.apply(quickstart(stack.mock_url))

@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 import tollway_mock
 from aiohttp import web
+from tollway_cli.crsource import CRDirectorySource
 from tollway_dataplane.server import RunningGateway, ServerOptions
-from tollway_dataplane.sources import CRDirectorySource
 
 
 @dataclass
@@ -233,11 +233,11 @@ async def spawn_gateway(crs: Path, *args: str) -> tuple[asyncio.subprocess.Proce
     import sys
 
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'dataplane'}:{ROOT / 'operator'}"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("dataplane", "operator", "cli"))}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tollway_dataplane",
+        "tollway_cli",
         "run",
         "--crs",
         str(crs),

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tollway_dataplane.config import config_from_dict, config_to_dict
+from tollway_contract import config_from_dict, config_to_dict
 from tollway_operator.compiler import compile_crs
 from tollway_operator.durations import parse_duration
 from tollway_operator.status import ObjectRef

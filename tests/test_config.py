@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tollway_dataplane.config import ConfigError, config_from_dict, load_config_file
+from tollway_contract import ConfigError, config_from_dict, load_config_file
 
 VALID = {
     "version": 1,

@@ -79,7 +79,7 @@ class Lines(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        from tollway_dataplane.logs import JSONFormatter
+        from tollway_cli.logs import JSONFormatter
 
         self.records.append(record)
         self.lines.append(JSONFormatter().format(record))

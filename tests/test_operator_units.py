@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from tollway_dataplane.config import config_from_dict, config_to_dict
-from tollway_dataplane.kubesource import (
+from tollway_contract import config_from_dict, config_to_dict
+from tollway_contract.rendered import (
     HASH_ANNOTATION,
     MANIFEST_KEY,
     MAX_OBJECT_BYTES,
@@ -350,8 +350,8 @@ class _NotifyingSource:
 
 
 async def test_a_notifying_source_wakes_the_reloader_at_once() -> None:
+    from tollway_contract import GatewayConfig, SecretsConfig
     from tollway_dataplane.app import Gateway
-    from tollway_dataplane.config import GatewayConfig, SecretsConfig
 
     source = _NotifyingSource(Loaded(GatewayConfig(hash="sha256:1"), SecretsConfig(hash="sha256:1")))
     gateway = Gateway()
@@ -481,7 +481,8 @@ def small_crs(model: str) -> list[dict[str, Any]]:
 
 async def test_kube_source_relists_on_410_and_follows_sharded_changes() -> None:
     from conftest import start_app
-    from tollway_dataplane.kubesource import KubeCredentials, KubeSource
+    from tollway_dataplane.kubesource import KubeSource
+    from tollway_kube.client import KubeCredentials
 
     api = FakeAPI()
     first = compile_crs(small_crs("first"))

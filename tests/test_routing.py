@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tollway_dataplane.config.model import Backend, Route, Rule
+from tollway_contract.model import Backend, Route, Rule
 from tollway_dataplane.routing import Router, literal_prefix
 
 

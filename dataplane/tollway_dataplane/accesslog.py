@@ -87,8 +87,14 @@ class BufferedSink:
             view = view[written:]
 
 
-# Set by `tollway run` (logs.setup); without it (tests, embedding) lines go through the `tollway.access` logger.
+# Set by `tollway run`; without it (tests, embedding) lines go through the `tollway.access` logger.
 sink: Callable[[bytes], None] | None = None
+
+
+def use_sink(fd: int | None) -> None:
+    """Write access-log lines straight to a file descriptor (buffered per loop turn), or (None) via logging."""
+    global sink
+    sink = BufferedSink(fd) if fd is not None else None
 
 
 def write(ctx: RequestContext, text_limit: int = 2000) -> None:

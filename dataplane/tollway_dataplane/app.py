@@ -16,10 +16,10 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from tollway_contract.model import DEFAULT_MAX_BODY_BYTES
 
 from . import accesslog, metrics
 from .capture import prompt_text
-from .config.model import DEFAULT_MAX_BODY_BYTES
 from .context import RequestContext
 from .errors import GatewayError
 from .pools import KeyStateRegistry
@@ -52,7 +52,7 @@ class Gateway:
         capture_limit: int = 2000,
         max_body_bytes: int | None = None,
     ) -> None:
-        self.limiter = RateLimiter(limit_backend or MemoryBackend())
+        self.limiter = RateLimiter(limit_backend or MemoryBackend(), on_limited=metrics.rate_limited)
         self.capture_text = capture_text  # prompts and completions in the access log (redacted, truncated)
         self.capture_limit = capture_limit
         self.max_body_bytes = max_body_bytes  # overrides the config's settings.maxBodyBytes when set

@@ -7,7 +7,8 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .config.model import Access, Consumer, Route
+from tollway_contract.model import Access, Consumer, Route
+
 from .errors import GatewayError
 
 _KEY_HEADERS = ("x-api-key", "api-key", "x-goog-api-key")

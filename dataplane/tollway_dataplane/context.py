@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from .usage import Usage
 
 if TYPE_CHECKING:
-    from .config.model import Price
+    from tollway_contract.model import Price
+
     from .egress import Egress
     from .ratelimit.limiter import Reservation
 

@@ -10,7 +10,8 @@ import random
 import time
 from dataclasses import dataclass
 
-from .config.model import Pool, Price
+from tollway_contract.model import Pool, Price
+
 from .pricing import price_for
 
 

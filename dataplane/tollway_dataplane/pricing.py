@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from .config.model import Price
+from tollway_contract.model import Price
+
 from .usage import Usage
 
 

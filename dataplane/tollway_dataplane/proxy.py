@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from tollway_contract.model import Backend, Rule
 
 from . import metrics
 from .capture import StreamCapture, completion_text
-from .config.model import Backend, Rule
 from .context import AttemptRecord, RequestContext
 from .errors import GatewayError, sse_error_event
 from .pools import PoolKeyRuntime, PoolRuntime

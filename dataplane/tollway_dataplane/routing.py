@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from fnmatch import translate
 
-from .config.model import Route, Rule
+from tollway_contract.model import Route, Rule
 
 _CACHE_LIMIT = 10_000
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from tollway_contract.model import GatewayConfig, RateLimit, SecretsConfig
+
 from .auth import Authenticator
-from .config.model import GatewayConfig, RateLimit, SecretsConfig
 from .pools import KeyStateRegistry, PoolRuntime
 from .providers import translator_for
 from .providers.base import Translator

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from tollway_contract.dump import content_hash
+from tollway_contract.load import ConfigError, load_config_file, load_secrets_file
+from tollway_contract.model import GatewayConfig, SecretsConfig
+
 from . import metrics
 from .app import Gateway
-from .config.dump import content_hash
-from .config.load import ConfigError, load_config_file, load_secrets_file
-from .config.model import GatewayConfig, SecretsConfig
 from .snapshot import Snapshot
 
 log = logging.getLogger("tollway.config")
@@ -53,7 +54,7 @@ class NotifyingSource(Protocol):
     def subscribe(self, notify: Callable[[], None]) -> None: ...
 
 
-def _files_fingerprint(paths: list[Path]) -> tuple[tuple[str, int, int, int], ...]:
+def files_fingerprint(paths: list[Path]) -> tuple[tuple[str, int, int, int], ...]:
     """Names, sizes and modification times; plus a checksum of files changed in the last two seconds, because
     an edit that keeps the size within the file system's timestamp granularity leaves both unchanged."""
     recent = time.time_ns() - 2_000_000_000
@@ -81,7 +82,7 @@ class FileSource:
         return str(self.config_path)
 
     def fingerprint(self) -> object:
-        return _files_fingerprint([p for p in (self.config_path, self.secrets_path) if p is not None])
+        return files_fingerprint([p for p in (self.config_path, self.secrets_path) if p is not None])
 
     def load(self) -> Loaded:
         config = load_config_file(self.config_path)
@@ -91,30 +92,6 @@ class FileSource:
         if not config.hash:  # a hand-written file: derive the hash that /readyz and metrics report
             config = dataclasses.replace(config, hash=content_hash(config, secrets))
         return Loaded(config, secrets)
-
-
-class CRDirectorySource:
-    """Custom resource YAML files (what a user would `kubectl apply`), compiled as the operator would."""
-
-    def __init__(self, paths: list[Path]):
-        self.paths = paths
-
-    def describe(self) -> str:
-        return ", ".join(str(p) for p in self.paths)
-
-    def fingerprint(self) -> object:
-        return _files_fingerprint(self.paths)
-
-    def load(self) -> Loaded:
-        from tollway_operator.compiler import compile_crs, load_documents
-
-        result = compile_crs(load_documents(self.paths))
-        notes = []
-        for ref, status in sorted(result.statuses.items()):
-            for condition in status.conditions():
-                if condition.status != "True" or condition.reason == "AcceptedWithWarnings":
-                    notes.append(f"{ref}: {condition.type}={condition.status}: {condition.message}")
-        return Loaded(result.config, result.secrets, tuple(notes))
 
 
 class Reloader:

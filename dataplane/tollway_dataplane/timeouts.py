@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from .config.model import Timeouts
+from tollway_contract.model import Timeouts
 
 # Generous defaults: reasoning models can think for minutes before the first token.
 DEFAULTS = Timeouts(connect=10.0, first_byte=300.0, idle=300.0, total=None)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tollway_dataplane.config.dump import content_hash
-from tollway_dataplane.config.model import Consumer, GatewayConfig, Pool, RateLimit, Route, SecretsConfig
+from tollway_contract.dump import content_hash
+from tollway_contract.model import Consumer, GatewayConfig, Pool, RateLimit, Route, SecretsConfig
 
 from .resources.airoute import compile_route
 from .resources.common import API_VERSION, GROUP, KINDS, CRDoc

@@ -34,7 +34,8 @@ from urllib.parse import quote
 import aiohttp
 import kopf
 import orjson
-from tollway_dataplane.kubesource import RENDERED_LABEL, FormatError, KubeClient, KubeError
+from tollway_contract.rendered import RENDERED_LABEL, FormatError
+from tollway_kube.client import KubeClient, KubeError
 
 from .compiler import CompileResult, compile_crs
 from .conditions import desired_status, failing_transitions, now_rfc3339, status_patch

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
-from tollway_dataplane.kubesource import RENDERED_LABEL, KubeClient, KubeCredentials
+from tollway_contract.rendered import RENDERED_LABEL
+from tollway_kube.client import KubeClient, KubeCredentials
 
 from .controller import IGNORED_SECRET_TYPES, PLURALS, Controller, stop
 from .options import OperatorOptions

@@ -10,7 +10,7 @@ import base64
 import secrets
 from typing import Any
 
-from tollway_dataplane.kubesource import KubeClient, KubeError, object_path
+from tollway_kube.client import KubeClient, KubeError, object_path
 
 from .resources.common import API_VERSION
 from .resources.consumer import CredentialRequest

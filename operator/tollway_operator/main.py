@@ -14,8 +14,7 @@ import contextlib
 import logging
 
 import kopf
-from tollway_dataplane import logs
-from tollway_dataplane.kubesource import KubeCredentials
+from tollway_kube.client import KubeCredentials
 
 from . import handlers
 from .options import OperatorOptions
@@ -34,7 +33,6 @@ class _KopfExtras(logging.Filter):
 
 
 def run(options: OperatorOptions) -> int:
-    logs.setup(options.log_level, access_log=False)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_KopfExtras())
     # One line per handled object and event ("Handler ... succeeded") is noise at 10,000 objects.

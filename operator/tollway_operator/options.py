@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tollway_dataplane.kubesource import DEFAULT_CONFIGMAP, MAX_OBJECT_BYTES, default_secret_name
+from tollway_contract.rendered import DEFAULT_CONFIGMAP, MAX_OBJECT_BYTES, default_secret_name
 
 
 @dataclass(frozen=True)

@@ -16,20 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from tollway_dataplane.config.dump import config_to_dict, secrets_to_dict
-from tollway_dataplane.kubesource import (
+from tollway_contract.dump import config_to_dict, secrets_to_dict
+from tollway_contract.rendered import (
     CONFIG_DOCUMENT,
     HASH_ANNOTATION,
     MAX_OBJECT_BYTES,
     MAX_SHARDS,
     SECRETS_DOCUMENT,
-    KubeClient,
-    KubeError,
     encode_document,
-    object_path,
     rendered_objects,
     shard_name,
 )
+from tollway_kube.client import KubeClient, KubeError, object_path
 
 from .compiler import CompileResult
 

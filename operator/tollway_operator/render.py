@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 import yaml
-from tollway_dataplane.config.dump import config_to_dict, secrets_to_dict
+from tollway_contract.dump import config_to_dict, secrets_to_dict
 
 from .compiler import compile_crs, load_documents
 

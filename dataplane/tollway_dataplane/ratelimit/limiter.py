@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ..config.model import Limit, RateLimit
+from tollway_contract.model import Limit, RateLimit
+
 from ..errors import GatewayError
 from ..usage import Usage, estimate_input_tokens
 from .backends import BackendUnavailable, LimitBackend, ceil_seconds
@@ -88,8 +89,9 @@ def _units(limit: Limit, input_tokens: int, output_tokens: int) -> int:
 
 
 class RateLimiter:
-    def __init__(self, backend: LimitBackend):
+    def __init__(self, backend: LimitBackend, *, on_limited: Callable[[str, str], None] | None = None):
         self.backend = backend
+        self._on_limited = on_limited  # (limit name, consumer): counts refusals without importing metrics
         self._settling: set[asyncio.Task[None]] = set()
         self._queued: list[tuple[Reservation, Usage | None]] = []
 
@@ -155,9 +157,8 @@ class RateLimiter:
         token_state: tuple[int, int, float] | None,
         request_state: tuple[int, int, float] | None,
     ) -> GatewayError:
-        from .. import metrics
-
-        metrics.rate_limited(rate_limit.name, facts.consumer)
+        if self._on_limited is not None:
+            self._on_limited(rate_limit.name, facts.consumer)
         headers = _headers(token_state, request_state)
         headers["Retry-After"] = str(ceil_seconds(decision.retry_after))
         return GatewayError(429, rate_limit.message, "rate_limit_exceeded", headers=headers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from tollway_dataplane.config.model import RETRY_CONDITIONS, Access, Backend, Retry, Route, Rule
+from tollway_contract.model import RETRY_CONDITIONS, Access, Backend, Retry, Route, Rule
 
 from ..status import ObjectStatus
 from .common import CRDoc, SpecReader, spec_of

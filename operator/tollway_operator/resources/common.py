@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tollway_dataplane.config.reader import FieldReader, join_path
+from tollway_contract.reader import FieldReader, join_path
 
 from ..durations import parse_duration
 from ..status import ObjectRef, ObjectStatus

@@ -6,7 +6,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
-from tollway_dataplane.config.model import Consumer
+from tollway_contract.model import Consumer
 
 from ..status import ObjectStatus
 from .common import CRDoc, SpecReader, spec_of

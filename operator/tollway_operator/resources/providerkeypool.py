@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from tollway_dataplane.config.model import PROVIDERS, SELECTIONS, Cooldown, Pool, PoolKey, Price, Timeouts
+from tollway_contract.model import PROVIDERS, SELECTIONS, Cooldown, Pool, PoolKey, Price, Timeouts
 
 from ..status import ObjectStatus
 from .common import CRDoc, SpecReader, spec_of

@@ -6,7 +6,7 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-from tollway_dataplane.config.model import (
+from tollway_contract.model import (
     DEFAULT_LIMIT_MESSAGE,
     FAILURE_POLICIES,
     LIMIT_COUNTS,

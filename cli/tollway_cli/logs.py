@@ -1,4 +1,4 @@
-"""Process logging: JSON lines on stderr, with the structured fields passed as `extra`."""
+"""Process logging for every `tollway` command: JSON lines on stderr, with the structured fields passed as `extra`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import sys
 import time
 
 import orjson
-
-from . import accesslog
+from tollway_dataplane import accesslog
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
@@ -36,5 +35,5 @@ def setup(level: str = "info", access_log: bool = True) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("tollway.access").setLevel(logging.INFO if access_log else logging.WARNING)
-    accesslog.sink = accesslog.BufferedSink(sys.stderr.fileno()) if access_log else None
+    accesslog.use_sink(sys.stderr.fileno() if access_log else None)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

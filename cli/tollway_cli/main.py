@@ -9,9 +9,11 @@ from pathlib import Path
 
 
 def _run(args: argparse.Namespace) -> int:
+    from tollway_dataplane.server import ServerOptions, run
+    from tollway_dataplane.sources import ConfigSource, FileSource
+
     from . import logs
-    from .server import ServerOptions, run
-    from .sources import ConfigSource, CRDirectorySource, FileSource
+    from .crsource import CRDirectorySource
 
     logs.setup(args.log_level, access_log=not args.no_access_log)
     source: ConfigSource
@@ -20,7 +22,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.config:
         source = FileSource(Path(args.config), Path(args.secrets) if args.secrets else None)
     elif args.kube_configmap:
-        from .kubesource import KubeSource
+        from tollway_dataplane.kubesource import KubeSource
 
         namespace, _, name = args.kube_configmap.partition("/")
         if not namespace or not name:
@@ -68,6 +70,8 @@ def _operator(args: argparse.Namespace) -> int:
     from tollway_operator.main import run
     from tollway_operator.options import OperatorOptions
 
+    from . import logs
+
     try:
         options = OperatorOptions(
             namespaces=tuple(args.namespace or ()),
@@ -88,6 +92,7 @@ def _operator(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"tollway operator: {exc}", file=sys.stderr)
         return 2
+    logs.setup(options.log_level, access_log=False)
     return run(options)
 
 
