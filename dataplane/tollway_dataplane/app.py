@@ -16,15 +16,15 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-from tollway_contract.model import DEFAULT_MAX_BODY_BYTES
 
 from . import accesslog, metrics
 from .capture import prompt_text
 from .context import RequestContext
 from .errors import GatewayError
+from .intake import make_call, parse_body, read_body
 from .pools import KeyStateRegistry
 from .pricing import cost_usd
-from .providers.base import CHAT, COMPLETIONS, EMBEDDINGS, Call
+from .providers.base import CHAT, COMPLETIONS, EMBEDDINGS
 from .proxy import Upstream
 from .ratelimit.backends import LimitBackend, MemoryBackend
 from .ratelimit.limiter import RateLimiter, facts_for
@@ -179,14 +179,14 @@ class Gateway:
     ) -> web.StreamResponse:
         consumer, key_hash = snapshot.auth.authenticate(request.headers, request.remote)
         ctx.consumer = consumer.name
-        raw = await _read_body(request, self.max_body_bytes or snapshot.config.settings.max_body_bytes)
-        body = _parse_body(raw)
+        raw = await read_body(request, self.max_body_bytes or snapshot.config.settings.max_body_bytes)
+        body = parse_body(raw)
         if ctx.egress is not None:
             from .inbound import anthropic as messages
 
             body = messages.to_openai_request(body)  # raises GatewayError(400) naming the problem
             raw = orjson.dumps(body)
-        call = _make_call(endpoint, body, raw)
+        call = make_call(endpoint, body, raw)
         call.egress = ctx.egress
         if self.capture_text:
             ctx.capture = True
@@ -247,78 +247,6 @@ class Gateway:
         if snapshot is None:
             return _json({"ready": False, "reason": "no configuration loaded yet"}, status=503)
         return _json({"ready": True, "configHash": snapshot.hash, "generation": snapshot.generation})
-
-
-# -- request parsing helpers -----------------------------------------------------------------------------------
-
-
-async def _read_body(request: web.Request, limit: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
-    length = request.content_length
-    if length is not None and length > limit:
-        raise GatewayError(
-            413, f"Request body of {length} bytes exceeds the limit of {limit} bytes.", "request_too_large"
-        )
-    chunks = []
-    size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(413, f"Request body exceeds the limit of {limit} bytes.", "request_too_large")
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _parse_body(raw: bytes) -> dict[str, Any]:
-    if not raw:
-        raise GatewayError(400, "The request body is empty; send a JSON object.", "invalid_json")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError(400, f"The request body is not valid JSON: {exc}.", "invalid_json") from None
-    if not isinstance(body, dict):
-        raise GatewayError(400, "The request body must be a JSON object.", "invalid_json")
-    return body
-
-
-def _field_error(name: str, expected: str, value: Any) -> GatewayError:
-    got = "null" if value is None else type(value).__name__
-    return GatewayError(400, f"'{name}' must be {expected}, got {got}.", "invalid_type", type="invalid_request_error")
-
-
-def _make_call(endpoint: str, body: dict[str, Any], raw: bytes) -> Call:
-    model = body.get("model")
-    if model is None:
-        raise GatewayError(400, "'model' is required.", "missing_model")
-    if not isinstance(model, str) or not model:
-        raise _field_error("model", "a non-empty string", model)
-    stream = body.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
-        raise _field_error("stream", "a boolean", stream)
-    if endpoint == CHAT:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise _field_error("messages", "a non-empty array", messages)
-        if not all(isinstance(m, dict) for m in messages):
-            raise GatewayError(400, "Every item of 'messages' must be an object.", "invalid_type")
-    elif endpoint == COMPLETIONS:
-        if not isinstance(body.get("prompt"), str | list):
-            raise _field_error("prompt", "a string or an array", body.get("prompt"))
-    elif endpoint == EMBEDDINGS:
-        if not isinstance(body.get("input"), str | list):
-            raise _field_error("input", "a string or an array", body.get("input"))
-        stream = False
-    for name in ("max_tokens", "max_completion_tokens", "n"):
-        value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise _field_error(name, "an integer", value)
-    options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise _field_error("stream_options", "an object", options)
-    wants_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
-    return Call(endpoint=endpoint, body=body, raw=raw, model=model, stream=bool(stream), client_wants_usage=wants_usage)
 
 
 def _host(request: web.Request) -> str:
