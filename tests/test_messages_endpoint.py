@@ -11,8 +11,8 @@ import orjson
 import pytest
 from conftest import GatewayFactory, GatewayHandle, MockLLM
 from fixtures.providers.support import access_record, capture_access, fixture_json, provider_crs
+from tollway_dataplane.caller.anthropic import ANTHROPIC, to_openai_request
 from tollway_dataplane.errors import GatewayError
-from tollway_dataplane.inbound.anthropic import EGRESS, to_openai_request
 from tollway_dataplane.providers.anthropic_request import messages_request
 
 MESSAGES = "/v1/messages"
@@ -168,7 +168,7 @@ def test_whole_answer_with_tool_call_and_cached_usage() -> None:
         ],
         "usage": {"prompt_tokens": 120, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 100}},
     }
-    out = json.loads(EGRESS.body(orjson.dumps(completion)))
+    out = json.loads(ANTHROPIC.body(orjson.dumps(completion)))
     assert out == {
         "id": "msg_chatcmpl-9",
         "type": "message",
@@ -190,7 +190,7 @@ def test_whole_answer_with_tool_call_and_cached_usage() -> None:
 
 
 def test_stream_events_text_then_tool_use_with_usage_at_the_end() -> None:
-    stream = EGRESS.stream("served-model")
+    stream = ANTHROPIC.stream("served-model")
     upstream = [
         chunk({"role": "assistant", "content": ""}),
         chunk({"content": "Let me "}),
@@ -246,14 +246,14 @@ def test_stream_events_text_then_tool_use_with_usage_at_the_end() -> None:
 
 
 def test_stream_error_and_cut_streams() -> None:
-    stream = EGRESS.stream("m")
+    stream = ANTHROPIC.stream("m")
     error = b'data: {"error": {"message": "boom", "type": "rate_limit_error", "code": null}}\n\n'
     seen = events(stream.feed([chunk({"content": "a"}), error]) + stream.finish())
     assert seen[-1] == ("error", {"type": "error", "error": {"type": "rate_limit_error", "message": "boom"}})
-    stream = EGRESS.stream("m")
+    stream = ANTHROPIC.stream("m")
     seen = events(stream.feed([chunk({"content": "a"})]) + stream.finish())
     assert seen[-1][0] == "error" and "before the answer was complete" in seen[-1][1]["error"]["message"]
-    stream = EGRESS.stream("m")  # a finish reason without [DONE] is a whole answer
+    stream = ANTHROPIC.stream("m")  # a finish reason without [DONE] is a whole answer
     seen = events(stream.feed([chunk({"content": "a"}), chunk({}, "length")]) + stream.finish())
     assert seen[-2][1]["delta"]["stop_reason"] == "max_tokens" and seen[-1][0] == "message_stop"
 
@@ -274,12 +274,12 @@ def test_stream_error_and_cut_streams() -> None:
     ],
 )
 def test_error_body_types(status: int, type: str, expected: str) -> None:
-    body = json.loads(EGRESS.error_body(status, "nope", type, None))
+    body = json.loads(ANTHROPIC.error_body(status, "nope", type, None))
     assert body == {"type": "error", "error": {"type": expected, "message": "nope"}}
 
 
 def test_stream_error_event_shape() -> None:
-    assert events(EGRESS.stream_error_event("cut", "upstream_stream_interrupted")) == [
+    assert events(ANTHROPIC.stream_error_event("cut", "upstream_stream_interrupted")) == [
         ("error", {"type": "error", "error": {"type": "api_error", "message": "cut"}})
     ]
 

@@ -9,9 +9,9 @@ import openai
 import pytest
 from conftest import GatewayFactory, MockLLM, read_sse
 from fixtures.providers.support import make_call, make_pool, provider_crs
+from tollway_dataplane.call import CHAT, COMPLETIONS, EMBEDDINGS
 from tollway_dataplane.providers import translator_for
 from tollway_dataplane.providers.azure import AzureOpenAITranslator
-from tollway_dataplane.providers.base import CHAT, COMPLETIONS, EMBEDDINGS
 
 TRANSLATOR = AzureOpenAITranslator()
 BASE = "https://contoso.openai.azure.com"

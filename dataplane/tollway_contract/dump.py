@@ -13,6 +13,7 @@ from .model import (
     GatewayConfig,
     Limit,
     Pool,
+    PromptDecorator,
     RateLimit,
     Route,
     Rule,
@@ -67,8 +68,16 @@ def _rule(r: Rule) -> dict[str, Any]:
             "fallbacks": [_backend(b) for b in r.fallbacks],
             "retry": {"attempts": r.retry.attempts, "retryOn": list(r.retry.retry_on)},
             "timeouts": _timeouts(r.timeouts),
+            "promptDecorator": _prompt_decorator(r.prompt_decorator),
         }
     )
+
+
+def _prompt_decorator(d: PromptDecorator | None) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    messages = lambda ms: [{"role": m.role, "content": m.content} for m in ms]  # noqa: E731
+    return _drop_none({"prepend": messages(d.prepend), "append": messages(d.append)})
 
 
 def _route(r: Route) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from .model import (
+    DECORATOR_ROLES,
     DEFAULT_LIMIT_MESSAGE,
     DEFAULT_MAX_BODY_BYTES,
     FAILURE_POLICIES,
@@ -25,12 +26,14 @@ from .model import (
     Backend,
     Consumer,
     Cooldown,
+    DecoratorMessage,
     GatewayConfig,
     Limit,
     LimitOverride,
     Pool,
     PoolKey,
     Price,
+    PromptDecorator,
     RateLimit,
     Retry,
     Route,
@@ -41,6 +44,7 @@ from .model import (
 )
 from .reader import ConfigError, FieldReader
 from .reader import join_path as _join
+from .templates import TemplateError, parse_template
 
 
 def _timeouts(r: FieldReader, data: dict[str, Any], path: str) -> Timeouts:
@@ -144,13 +148,41 @@ def _rule(r: FieldReader, data: dict[str, Any], path: str) -> Rule | None:
             r.fail(f"{path}.retry.retryOn[{i}]", f"must be one of {', '.join(RETRY_CONDITIONS)}; got {cond!r}")
     attempts = r.int_(retry_data, "attempts", _join(path, "retry"), Retry().attempts)
     timeouts = data.get("timeouts")
+    decorator = data.get("promptDecorator")
+    decorator_path = _join(path, "promptDecorator")
     return Rule(
         models=models,
         backends=backends,
         fallbacks=r.each(data.get("fallbacks"), _join(path, "fallbacks"), lambda d, p: _backend(r, d, p)),
         retry=Retry(attempts=attempts if attempts is not None else 0, retry_on=retry_on),
         timeouts=None if timeouts is None else _timeouts(r, r.obj(timeouts, _join(path, "timeouts")), path),
+        prompt_decorator=None if decorator is None else read_prompt_decorator(r, decorator, decorator_path),
     )
+
+
+def read_prompt_decorator(r: FieldReader, value: Any, path: str) -> PromptDecorator | None:
+    """A promptDecorator object (the same shape in a rendered config and in an AIRoute's spec)."""
+    data = r.obj(value, path)
+    prepend = r.each(data.get("prepend"), _join(path, "prepend"), lambda d, p: _decorator_message(r, d, p))
+    append = r.each(data.get("append"), _join(path, "append"), lambda d, p: _decorator_message(r, d, p))
+    if not prepend and not append:
+        r.fail(path, "must add at least one message (prepend or append)")
+        return None
+    return PromptDecorator(prepend=prepend, append=append)
+
+
+def _decorator_message(r: FieldReader, data: dict[str, Any], path: str) -> DecoratorMessage | None:
+    role = r.enum(data, "role", path, DECORATOR_ROLES, "")
+    content = r.str_(data, "content", path, required=True)
+    if content is not None:
+        try:
+            parse_template(content)
+        except TemplateError as exc:
+            r.fail(_join(path, "content"), str(exc))
+            return None
+    if not role or content is None:
+        return None
+    return DecoratorMessage(role=role, content=content)
 
 
 def _route(r: FieldReader, data: dict[str, Any], path: str) -> Route | None:

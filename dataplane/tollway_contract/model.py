@@ -16,6 +16,7 @@ SELECTIONS = ("round-robin", "random", "least-in-flight")
 RETRY_CONDITIONS = ("429", "5xx", "4xx", "connect-error", "timeout", "reset")
 LIMIT_COUNTS = ("total", "input", "output")
 FAILURE_POLICIES = ("open", "closed")
+DECORATOR_ROLES = ("system", "developer", "user", "assistant")
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_LIMIT_MESSAGE = "Rate limit exceeded, please try again later."
 
@@ -95,12 +96,28 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class DecoratorMessage:
+    role: str  # one of DECORATOR_ROLES
+    content: str  # a template (tollway_contract.templates): literal text and {variables}
+
+
+@dataclass(frozen=True, slots=True)
+class PromptDecorator:
+    """Messages added to every chat request of a rule: before the caller's (`prepend`) and after (`append`)."""
+
+    prepend: tuple[DecoratorMessage, ...] = ()
+    append: tuple[DecoratorMessage, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     models: tuple[str, ...]
     backends: tuple[Backend, ...]
     fallbacks: tuple[Backend, ...] = ()
     retry: Retry = field(default_factory=Retry)
     timeouts: Timeouts | None = None
+    # Stages (DESIGN section 7). The compiler puts the route-wide setting on every rule that does not set its own.
+    prompt_decorator: PromptDecorator | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,8 @@ def record(ctx: RequestContext, text_limit: int = 2000) -> dict[str, Any]:
         "guardrail": None,  # filled in by content safety when a route enables it
         "error": ctx.error or None,
     }
+    if ctx.notes:
+        ai_log.update(ctx.notes)  # what the route's stages report, each under its own field
     if ctx.capture:
         ai_log["prompt"] = redact(ctx.prompt or "", text_limit)
         ai_log["completion"] = redact(ctx.completion or "", text_limit)

@@ -17,23 +17,33 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from . import accesslog, metrics
+from . import accesslog, metrics, relay
+from .answer import Answer
+from .call import CHAT, COMPLETIONS, EMBEDDINGS
+from .caller.anthropic import ANTHROPIC
+from .caller.base import CallerProtocol
 from .capture import prompt_text
 from .context import RequestContext
 from .errors import GatewayError
 from .intake import make_call, parse_body, read_body
 from .pools import KeyStateRegistry
 from .pricing import cost_usd
-from .providers.base import CHAT, COMPLETIONS, EMBEDDINGS
-from .proxy import Upstream
 from .ratelimit.backends import LimitBackend, MemoryBackend
 from .ratelimit.limiter import RateLimiter, facts_for
 from .routing import Match, is_glob
 from .snapshot import Snapshot
+from .stages.base import Exchange, ResponseFilter
+from .upstream import Upstream, UpstreamError
 
 log = logging.getLogger("tollway.gateway")
 
-_ENDPOINT_SUFFIXES = (("/chat/completions", CHAT), ("/completions", COMPLETIONS), ("/embeddings", EMBEDDINGS))
+# The entries: path suffix, canonical endpoint, and the caller's protocol when it is not OpenAI. Longest first.
+_ENTRIES: tuple[tuple[str, str, CallerProtocol | None], ...] = (
+    ("/chat/completions", CHAT, None),
+    ("/completions", COMPLETIONS, None),
+    ("/embeddings", EMBEDDINGS, None),
+    ("/messages", CHAT, ANTHROPIC),
+)
 
 
 def new_request_id() -> str:
@@ -125,8 +135,8 @@ class Gateway:
             ctx.status = error.status
             ctx.error = error.message
             headers = {**ctx.response_headers, **error.headers, "x-request-id": ctx.request_id}
-            if ctx.egress is not None:  # the caller speaks another protocol: its error shape
-                body = ctx.egress.error_body(error.status, error.message, error.type, error.code)
+            if ctx.protocol is not None:  # the caller speaks another protocol: its error shape
+                body = ctx.protocol.error_body(error.status, error.message, error.type, error.code)
                 return web.Response(status=error.status, body=body, content_type="application/json", headers=headers)
             return error.response(headers)
         except Exception:
@@ -151,17 +161,9 @@ class Gateway:
         if snapshot is None:
             raise GatewayError(503, "The gateway has not loaded a configuration yet.", "not_ready")
         path, method = ctx.path, ctx.method
-        if path.endswith("/messages"):
-            # The Anthropic-compatible entry: translated to an OpenAI chat call, answered in Anthropic shape.
-            from .inbound import anthropic as messages
-
-            ctx.egress = messages.EGRESS
-            if method != "POST":
-                raise GatewayError(405, f"Use POST for {path}.", "method_not_allowed", headers={"Allow": "POST"})
-            ctx.endpoint = CHAT
-            return await self._proxy(request, ctx, snapshot, path[: -len("/messages")] or "/", CHAT)
-        for suffix, endpoint in _ENDPOINT_SUFFIXES:
+        for suffix, endpoint, protocol in _ENTRIES:
             if path.endswith(suffix):
+                ctx.protocol = protocol  # errors from here on are in the caller's protocol
                 if method != "POST":
                     raise GatewayError(405, f"Use POST for {path}.", "method_not_allowed", headers={"Allow": "POST"})
                 ctx.endpoint = endpoint
@@ -177,17 +179,17 @@ class Gateway:
     async def _proxy(
         self, request: web.Request, ctx: RequestContext, snapshot: Snapshot, prefix: str, endpoint: str
     ) -> web.StreamResponse:
+        """auth -> intake (the caller's protocol -> one canonical call) -> route -> limits -> stages -> upstream
+        -> response filters. The order is fixed here; what a route adds lives in its stages."""
         consumer, key_hash = snapshot.auth.authenticate(request.headers, request.remote)
         ctx.consumer = consumer.name
         raw = await read_body(request, self.max_body_bytes or snapshot.config.settings.max_body_bytes)
         body = parse_body(raw)
-        if ctx.egress is not None:
-            from .inbound import anthropic as messages
-
-            body = messages.to_openai_request(body)  # raises GatewayError(400) naming the problem
+        protocol = ctx.protocol
+        if protocol is not None:
+            body = protocol.to_chat(body)  # raises GatewayError(400) naming the problem
             raw = orjson.dumps(body)
         call = make_call(endpoint, body, raw)
-        call.egress = ctx.egress
         if self.capture_text:
             ctx.capture = True
             ctx.prompt = prompt_text(call.body)
@@ -209,8 +211,29 @@ class Gateway:
             )
             ctx.reservation = await self.limiter.reserve(limits, facts)
             ctx.response_headers = ctx.reservation.headers
-        assert self._upstream is not None
-        return await self._upstream.forward(request, ctx, snapshot, match, call)
+        pipeline = snapshot.pipeline(match.rule)
+        filters: list[ResponseFilter] = []
+        answer: Answer | None = None
+        if pipeline is not None:
+            exchange = Exchange(
+                request_id=ctx.request_id,
+                consumer=ctx.consumer,
+                route=ctx.route,
+                requested_model=call.model,
+                headers=request.headers,
+                response_headers=ctx.response_headers,
+            )
+            ctx.notes = exchange.notes
+            call, answer, filters = await pipeline.run(call, exchange)
+        if answer is None:
+            assert self._upstream is not None
+            try:
+                answer = await self._upstream.forward(call, match.rule, snapshot, request_id=ctx.request_id)
+            except UpstreamError as error:
+                ctx.attempts = error.attempts
+                raise
+        _record_answer(ctx, answer)
+        return await relay.send(request, ctx, answer, filters, protocol, _answer_headers(ctx, answer))
 
     def _models(self, request: web.Request, ctx: RequestContext, snapshot: Snapshot) -> web.Response:
         consumer, _ = snapshot.auth.authenticate(request.headers, request.remote)
@@ -247,6 +270,34 @@ class Gateway:
         if snapshot is None:
             return _json({"ready": False, "reason": "no configuration loaded yet"}, status=503)
         return _json({"ready": True, "configHash": snapshot.hash, "generation": snapshot.generation})
+
+
+def _record_answer(ctx: RequestContext, answer: Answer) -> None:
+    """What the access log and metrics learn from the answer."""
+    ctx.attempts = answer.attempts
+    served = answer.served
+    if served is not None:
+        ctx.pool, ctx.served_model, ctx.key_index, ctx.price = served.pool, served.model, served.key_index, served.price
+    else:
+        ctx.served_model = answer.model
+
+
+def _answer_headers(ctx: RequestContext, answer: Answer) -> dict[str, str]:
+    headers = {
+        "x-request-id": ctx.request_id,
+        "x-tollway-route": ctx.route,
+        "x-tollway-model": ctx.served_model,
+        "x-tollway-pool": ctx.pool,
+        "x-tollway-attempts": str(len(ctx.attempts)),
+    }
+    if ctx.response_headers:
+        headers.update(ctx.response_headers)
+    if answer.headers:
+        headers.update(answer.headers)
+    if answer.stream is not None:
+        headers["Cache-Control"] = "no-cache"
+        headers["X-Accel-Buffering"] = "no"
+    return headers
 
 
 def _host(request: web.Request) -> str:

@@ -1,4 +1,8 @@
-"""Prompt and completion text for the access log, only when enabled: redacted, then truncated."""
+"""Prompt and completion text for the access log, only when enabled: redacted, then truncated.
+
+The completion is read by `CaptureFilter`, a response filter placed after the stages' filters and before the
+caller's protocol, so it records what the caller was sent (masked text stays masked), in OpenAI shape.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 import orjson
 
 from .sse import event_data
+from .stages.base import PassFilter
 
 # Things that look like credentials never reach a log, even when a user pastes them into a prompt.
 _SECRET = re.compile(
@@ -73,3 +78,23 @@ class StreamCapture:
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+
+class CaptureFilter(PassFilter):
+    """Records the answer's text as it passes; changes nothing."""
+
+    def __init__(self) -> None:
+        self._stream = StreamCapture()
+        self._body: str | None = None
+
+    async def body(self, body: bytes) -> bytes:
+        self._body = completion_text(body)
+        return body
+
+    async def feed(self, events: list[bytes]) -> list[bytes]:
+        self._stream.feed(events)
+        return events
+
+    @property
+    def text(self) -> str:
+        return self._body if self._body is not None else self._stream.text

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .answer import AttemptRecord
 from .usage import Usage
 
 if TYPE_CHECKING:
     from tollway_contract.model import Price
 
-    from .egress import Egress
+    from .caller.base import CallerProtocol
     from .ratelimit.limiter import Reservation
-
-
-@dataclass(slots=True)
-class AttemptRecord:
-    pool: str
-    model: str
-    key_index: int | None
-    outcome: str  # "ok" or the failure reason (status code, timeout, connect-error, reset, benched, ...)
 
 
 @dataclass(slots=True)
@@ -43,7 +36,7 @@ class RequestContext:
     usage: Usage | None = None
     ttft: float | None = None  # seconds to the first streamed event
     finished: float | None = None
-    egress: Egress | None = None  # set when the caller speaks a protocol other than OpenAI
+    protocol: CallerProtocol | None = None  # set when the caller speaks a protocol other than OpenAI
     reservation: Reservation | None = None  # rate-limit reservation to settle once usage is known
     response_headers: dict[str, str] = field(default_factory=dict)  # added to every answer (rate-limit state)
     price: Price | None = None  # the serving pool's price for the served model
@@ -51,6 +44,7 @@ class RequestContext:
     capture: bool = False  # keep prompt and completion text for the access log
     prompt: str | None = None
     completion: str | None = None
+    notes: dict[str, Any] | None = None  # what the stages report for the access log, by field (stage routes only)
 
     @property
     def duration(self) -> float:

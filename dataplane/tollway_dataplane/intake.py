@@ -12,8 +12,8 @@ import orjson
 from aiohttp import web
 from tollway_contract.model import DEFAULT_MAX_BODY_BYTES
 
+from .call import CHAT, COMPLETIONS, EMBEDDINGS, Call
 from .errors import GatewayError
-from .providers.base import CHAT, COMPLETIONS, EMBEDDINGS, Call
 
 
 async def read_body(request: web.Request, limit: int = DEFAULT_MAX_BODY_BYTES) -> bytes:

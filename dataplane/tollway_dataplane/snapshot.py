@@ -5,13 +5,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from tollway_contract.model import GatewayConfig, RateLimit, SecretsConfig
+from tollway_contract.model import GatewayConfig, RateLimit, Rule, SecretsConfig
 
 from .auth import Authenticator
 from .pools import KeyStateRegistry, PoolRuntime
 from .providers import translator_for
 from .providers.base import Translator
 from .routing import Router
+from .stages import pipeline_for
+from .stages.base import StageServices
+from .stages.pipeline import Pipeline
 
 
 @dataclass(frozen=True)
@@ -23,12 +26,17 @@ class Snapshot:
     translators: dict[str, Translator | None]
     generation: int
     limits_by_route: dict[str, tuple[RateLimit, ...]] = field(default_factory=dict)
+    pipelines: dict[int, Pipeline] = field(default_factory=dict)  # by id() of the rule: only rules with stages
     loaded_at: float = field(default_factory=time.time)
     warnings: tuple[str, ...] = ()
 
     @property
     def hash(self) -> str:
         return self.config.hash
+
+    def pipeline(self, rule: Rule) -> Pipeline | None:
+        """The rule's stages (built once per snapshot), or None: the request then skips the pipeline."""
+        return self.pipelines.get(id(rule)) if self.pipelines else None
 
     @classmethod
     def build(
@@ -47,6 +55,13 @@ class Snapshot:
             for route in rate_limit.routes:
                 limits_by_route.setdefault(route, []).append(rate_limit)
         registry.forget_except({k.id for p in pools.values() for k in p.keys})
+        services = StageServices(pools=pools)
+        pipelines = {}
+        for configured in config.routes:
+            for rule in configured.rules:
+                pipeline = pipeline_for(rule, services)
+                if pipeline is not None:
+                    pipelines[id(rule)] = pipeline  # the snapshot holds the config, so ids stay unique
         return cls(
             config=config,
             auth=Authenticator(config.consumers),
@@ -55,5 +70,6 @@ class Snapshot:
             translators={name: translator_for(p.config.provider) for name, p in pools.items()},
             generation=generation,
             limits_by_route={route: tuple(limits) for route, limits in limits_by_route.items()},
+            pipelines=pipelines,
             warnings=tuple(warnings),
         )

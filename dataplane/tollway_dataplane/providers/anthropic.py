@@ -10,12 +10,13 @@ from typing import Any
 
 import orjson
 
+from ..call import CHAT, Call
 from ..pools import PoolKeyRuntime, PoolRuntime
 from ..usage import Usage
 from .anthropic_request import messages_request
 from .anthropic_stream import AnthropicStream
 from .anthropic_wire import finish_reason, usage_from_anthropic
-from .base import CHAT, Call, ProviderError, UpstreamRequest
+from .base import ProviderError, UpstreamRequest, answer_object
 from .chat import bad_request, completion, tool_call
 from .openai import error_from_body
 
@@ -45,12 +46,7 @@ class AnthropicTranslator:
         return UpstreamRequest(url=messages_url(pool.config.base_url), headers=headers, body=orjson.dumps(body))
 
     def translate_response(self, call: Call, body: bytes) -> tuple[bytes, Usage | None]:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body, None
-        if not isinstance(data, dict):
-            return body, None
+        data = answer_object(body)
         texts: list[str] = []
         calls: list[dict[str, Any]] = []
         for block in data.get("content") or []:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from ..call import Call
 from ..pools import PoolKeyRuntime, PoolRuntime
-from .base import Call
 from .openai import OpenAITranslator
 
 

@@ -7,30 +7,13 @@ provider's request, and the provider's answer (whole or streamed) back into Open
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+import orjson
+
+from ..call import Call
 from ..pools import PoolKeyRuntime, PoolRuntime
 from ..usage import Usage
-
-if TYPE_CHECKING:
-    from ..egress import Egress
-
-CHAT = "chat/completions"
-COMPLETIONS = "completions"
-EMBEDDINGS = "embeddings"
-
-
-@dataclass(slots=True)
-class Call:
-    """One client request, parsed once; attempts read it, never change it."""
-
-    endpoint: str  # CHAT | COMPLETIONS | EMBEDDINGS
-    body: dict[str, Any]
-    raw: bytes
-    model: str
-    stream: bool
-    client_wants_usage: bool  # stream_options.include_usage was set by the caller
-    egress: Egress | None = None  # the caller's protocol when it is not OpenAI
 
 
 @dataclass(slots=True)
@@ -48,6 +31,22 @@ class ProviderError:
     message: str
     type: str = "upstream_error"
     code: str | None = None
+
+
+class InvalidResponse(Exception):
+    """A provider answered 200 with a body that is not the JSON object its protocol promises (truncated, HTML,
+    ...): an upstream failure like a 5xx, never something to hand the caller as a success."""
+
+
+def answer_object(body: bytes) -> dict[str, Any]:
+    """A successful answer's JSON object, or InvalidResponse."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidResponse("the upstream answered 200 with a body that is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidResponse("the upstream answered 200 with JSON that is not an object")
+    return data
 
 
 class StreamFailed(Exception):
@@ -76,7 +75,8 @@ class StreamTranslator(Protocol):
         ...
 
     def finish(self) -> list[bytes]:
-        """Events still owed at the end of the upstream stream (a terminal [DONE], say)."""
+        """Events still owed at the end of the upstream stream (a terminal [DONE], say); StreamInterrupted when
+        the stream ended before the answer was complete and the translator has no error event of its own."""
         ...
 
 
@@ -86,7 +86,8 @@ class Translator(Protocol):
     ) -> UpstreamRequest: ...
 
     def translate_response(self, call: Call, body: bytes) -> tuple[bytes, Usage | None]:
-        """A successful non-streamed answer, as OpenAI JSON bytes, and its reported usage."""
+        """A successful non-streamed answer, as OpenAI JSON bytes, and its reported usage (InvalidResponse when
+        the body is not a JSON object)."""
         ...
 
     def translate_error(self, status: int, body: bytes) -> ProviderError: ...

@@ -12,9 +12,10 @@ from urllib.parse import quote
 
 import orjson
 
+from ..call import CHAT, Call
 from ..pools import PoolKeyRuntime, PoolRuntime
 from ..usage import Usage
-from .base import CHAT, Call, ProviderError, UpstreamRequest
+from .base import ProviderError, UpstreamRequest, answer_object
 from .chat import bad_request, completion
 from .gemini_request import generate_request
 from .gemini_stream import GeminiStream
@@ -56,12 +57,7 @@ class GeminiTranslator:
         return UpstreamRequest(url=model_url(pool.config.base_url, model, call.stream), headers=headers, body=body)
 
     def translate_response(self, call: Call, body: bytes) -> tuple[bytes, Usage | None]:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body, None
-        if not isinstance(data, dict):
-            return body, None
+        data = answer_object(body)
         usage = usage_from_gemini(data.get("usageMetadata"))
         candidate = first_candidate(data)
         if candidate is None:

@@ -10,10 +10,12 @@ from typing import Any
 
 import orjson
 
+from ..answer import StreamInterrupted
+from ..call import Call
 from ..pools import PoolKeyRuntime, PoolRuntime
 from ..sse import EventSplitter, event_data
 from ..usage import Usage, usage_from_openai
-from .base import Call, ProviderError, StreamState, UpstreamRequest
+from .base import ProviderError, StreamState, UpstreamRequest, answer_object
 
 _DONE = b"[DONE]"
 
@@ -54,18 +56,26 @@ def error_from_body(status: int, body: bytes) -> ProviderError:
 
 
 class OpenAIStream:
-    """Relays OpenAI SSE events, picks up the usage event, and hides it when the caller did not ask for it."""
+    """Relays OpenAI SSE events, picks up the usage event, and hides it when the caller did not ask for it.
 
-    __slots__ = ("_splitter", "_usage_only", "_wants_usage", "state")
+    A stream is whole once it has carried a finish reason or [DONE]; one that ends before either was cut short,
+    even if the connection closed cleanly, and `finish` says so. Until then each event is scanned for the two
+    markers (a substring search, no decoding); after that, not at all.
+    """
+
+    __slots__ = ("_complete", "_splitter", "_usage_only", "_wants_usage", "state")
 
     def __init__(self, wants_usage: bool):
         self._splitter = EventSplitter()
         self._wants_usage = wants_usage
         self._usage_only = False
+        self._complete = False
         self.state = StreamState()
 
     def feed(self, data: bytes) -> list[bytes]:
         events = self._splitter.feed(data)
+        if not self._complete:
+            self._complete = any(_ends_answer(e) for e in events)
         for event in events:
             if (b'"usage":{' in event or b'"usage": {' in event) and self._take_usage(event):
                 if not self._wants_usage and self._usage_only:
@@ -89,7 +99,13 @@ class OpenAIStream:
         return True
 
     def finish(self) -> list[bytes]:
+        if not self._complete:
+            raise StreamInterrupted("ended before the answer was complete")
         return []
+
+
+def _ends_answer(event: bytes) -> bool:
+    return b"[DONE]" in event or b'"finish_reason":"' in event or b'"finish_reason": "' in event
 
 
 class OpenAITranslator:
@@ -108,11 +124,7 @@ class OpenAITranslator:
         return UpstreamRequest(url=self.url(call, pool, model), headers=headers, body=rewrite_body(call, model))
 
     def translate_response(self, call: Call, body: bytes) -> tuple[bytes, Usage | None]:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body, None
-        return body, usage_from_openai(data.get("usage")) if isinstance(data, dict) else None
+        return body, usage_from_openai(answer_object(body).get("usage"))
 
     def translate_error(self, status: int, body: bytes) -> ProviderError:
         return error_from_body(status, body)

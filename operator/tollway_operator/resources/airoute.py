@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import dataclasses
+from collections.abc import Callable, Collection
 from typing import Any
 
+from tollway_contract.load import read_prompt_decorator
 from tollway_contract.model import RETRY_CONDITIONS, Access, Backend, Retry, Route, Rule
 
 from ..status import ObjectStatus
@@ -13,7 +15,14 @@ from .consumer import NAMESPACE_LABEL
 from .providerkeypool import read_timeouts
 
 # Spec fields of later features: accepted by the schema, not yet acted on; say so in the status.
-_RESERVED = ("cache", "guardrails", "webSearch", "promptDecorator")
+_RESERVED = ("cache", "guardrails", "webSearch")
+
+# Stage settings (DESIGN section 7): the spec field, the contract Rule's field, and the reader. Each applies to
+# every rule of the route; a rule that sets the same field replaces it for its models.
+StageReader = Callable[[SpecReader, Any, str], Any]
+_STAGE_FIELDS: tuple[tuple[str, str, StageReader], ...] = (
+    ("promptDecorator", "prompt_decorator", read_prompt_decorator),
+)
 
 
 def compile_route(
@@ -32,13 +41,16 @@ def compile_route(
     rules_data = r.items(spec.get("rules"), "spec.rules")
     if not rules_data:
         r.fail("spec.rules", "must hold at least one rule")
+    route_stages = _stages(r, spec, "spec")
     rules: list[Rule] = []
     first_seen: dict[str, int] = {}
     for i, item in enumerate(rules_data):
         path = f"spec.rules[{i}]"
-        rule = _rule(doc, r, r.obj(item, path), path, pools, rejected_pools, status)
+        data = r.obj(item, path)
+        rule = _rule(doc, r, data, path, pools, rejected_pools, status)
         if rule is None:
             continue
+        rule = dataclasses.replace(rule, **(route_stages | _stages(r, data, path)))
         for model in rule.models:
             if model in first_seen:
                 r.fail(f"{path}.models", f"model {model!r} is already matched by spec.rules[{first_seen[model]}]")
@@ -102,6 +114,15 @@ def _rule(
         retry=Retry(attempts=attempts if attempts is not None else 0, retry_on=retry_on),
         timeouts=read_timeouts(r, data.get("timeouts"), f"{path}.timeouts"),
     )
+
+
+def _stages(r: SpecReader, data: dict[str, Any], path: str) -> dict[str, Any]:
+    """The stage settings `data` sets, as contract Rule fields."""
+    return {
+        attribute: reader(r, data[name], f"{path}.{name}")
+        for name, attribute, reader in _STAGE_FIELDS
+        if data.get(name) is not None
+    }
 
 
 def _backends(

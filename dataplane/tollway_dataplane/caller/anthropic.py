@@ -1,8 +1,9 @@
 """The Anthropic-compatible entry (`POST {prefix}/messages`): a Messages request as an OpenAI chat request.
 
-Answers go back through `EGRESS` (see `anthropic_egress`). Dropped on the way in: top_k, thinking, cache_control,
-service_tier and container fields; thinking blocks in the history; citations. Server tools (web search, ...) and
-unknown content blocks are refused with a 400 naming the field.
+`ANTHROPIC` is the protocol object the gateway front uses; answers go back through `anthropic_answer`. Dropped
+on the way in: top_k, thinking, cache_control, service_tier and container fields; thinking blocks in the
+history; citations. Server tools (web search, ...) and unknown content blocks are refused with a 400 naming the
+field.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import orjson
 
 from ..errors import GatewayError
 from ..providers.chat import obj
-from .anthropic_egress import EGRESS
+from .anthropic_answer import AnthropicAnswers
 
-__all__ = ["EGRESS", "to_openai_request"]
+__all__ = ["ANTHROPIC", "to_openai_request"]
 
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 _SKIPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})  # the model's own reasoning: nothing to send on
@@ -221,3 +222,15 @@ def _tool_choice(choice: Any, out: dict[str, Any]) -> None:
         raise _invalid("'tool_choice.type' must be auto, any, tool or none.", "invalid_tool_choice")
     if choice.get("disable_parallel_tool_use") is True and kind != "none":
         out["parallel_tool_calls"] = False
+
+
+class AnthropicProtocol(AnthropicAnswers):
+    """The Messages API as a caller's protocol: this module reads its requests, `AnthropicAnswers` writes answers."""
+
+    name = "anthropic"
+
+    def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        return to_openai_request(body)
+
+
+ANTHROPIC = AnthropicProtocol()

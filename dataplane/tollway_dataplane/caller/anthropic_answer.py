@@ -246,7 +246,9 @@ class AnthropicEventStream:
         return [sse("error", {"type": "error", "error": {"type": kind, "message": message}})]
 
 
-class AnthropicEgress:
+class AnthropicAnswers:
+    """OpenAI answers (whole, streamed, errors) in the Messages API's shapes."""
+
     def body(self, openai_body: bytes) -> bytes:
         try:
             data = orjson.loads(openai_body)
@@ -290,6 +292,3 @@ class AnthropicEgress:
 
     def stream_error_event(self, message: str, code: str | None) -> bytes:
         return sse("error", {"type": "error", "error": {"type": "api_error", "message": message}})
-
-
-EGRESS = AnthropicEgress()

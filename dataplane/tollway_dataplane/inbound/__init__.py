@@ -1,1 +1,0 @@
-"""Entry points that speak protocols other than OpenAI, translated to and from the OpenAI shape."""

@@ -1,0 +1,146 @@
+"""The relay: writes an answer (the upstream's or a stage's) to the caller through the response filter chain.
+
+A whole answer goes through the chain once. A stream is written as it arrives: the first events (read by the
+executor) go out with the headers, then each batch the upstream yields is passed through the chain in one call
+and written; nothing is buffered beyond what a filter chooses to hold. A stream that breaks after its first
+event ends with one error event in the caller's protocol and a clean close, so a client can tell a cut answer
+from a whole one. Filters are only built when something needs them: a plain OpenAI route writes the upstream's
+events as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from . import metrics
+from .answer import Answer, EventSource, StreamInterrupted
+from .caller.base import CallerProtocol, ProtocolFilter
+from .capture import CaptureFilter
+from .context import RequestContext
+from .errors import GatewayError, sse_error_event
+from .stages.base import ResponseFilter
+from .stages.pipeline import FilterChain
+
+log = logging.getLogger("tollway.relay")
+
+
+async def send(
+    request: web.Request,
+    ctx: RequestContext,
+    answer: Answer,
+    filters: Sequence[ResponseFilter],
+    protocol: CallerProtocol | None,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    """Write the answer; `filters` are the stages' in request order, `headers` go on the response."""
+    chain_filters = list(reversed(filters))
+    capture = CaptureFilter() if ctx.capture else None
+    if capture is not None:
+        chain_filters.append(capture)
+    if protocol is not None:
+        chain_filters.append(ProtocolFilter(protocol, answer.model))
+    chain = FilterChain(chain_filters) if chain_filters else None
+    try:
+        if answer.stream is None:
+            return await _whole(ctx, answer, chain, headers)
+        return await _stream(request, ctx, answer.stream, chain, protocol, headers)
+    finally:
+        if capture is not None:
+            ctx.completion = capture.text
+
+
+async def _whole(
+    ctx: RequestContext, answer: Answer, chain: FilterChain | None, headers: dict[str, str]
+) -> web.Response:
+    body = answer.body or b""
+    if chain is not None:
+        try:
+            body = await chain.body(body)
+        except BaseException:
+            chain.close(False)
+            raise
+        chain.close(True)
+    ctx.usage = answer.usage
+    ctx.status = 200
+    return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+async def _stream(
+    request: web.Request,
+    ctx: RequestContext,
+    source: EventSource,
+    chain: FilterChain | None,
+    protocol: CallerProtocol | None,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    complete = False
+    metrics.IN_FLIGHT_STREAMS.inc()
+    try:
+        first = await chain.feed(source.first) if chain is not None else source.first
+        out = web.StreamResponse(status=200, headers=headers)
+        out.content_type = "text/event-stream"
+        await out.prepare(request)
+        ctx.status = 200
+        ctx.ttft = time.perf_counter() - ctx.started
+        try:
+            await out.write(b"".join(first))
+            complete = await _relay(out, source, chain)
+        except (StreamInterrupted, GatewayError) as exc:
+            reason = exc.reason if isinstance(exc, StreamInterrupted) else exc.message
+            ctx.error = f"upstream {reason} mid-stream" if isinstance(exc, StreamInterrupted) else reason
+            log.warning("stream failed after first event", extra={"request_id": ctx.request_id, "reason": reason})
+            message = (
+                f"The upstream {reason} before the answer was complete."
+                if isinstance(exc, StreamInterrupted)
+                else reason
+            )
+            code = "upstream_stream_interrupted"
+            event = protocol.stream_error_event(message, code) if protocol else sse_error_event(message, code=code)
+            with contextlib.suppress(ConnectionResetError):
+                await out.write(event)
+        except (ConnectionResetError, asyncio.CancelledError):
+            ctx.error = "client disconnected"
+            ctx.status = 499
+            raise
+        with contextlib.suppress(ConnectionResetError):
+            await out.write_eof()
+        return out
+    finally:
+        metrics.IN_FLIGHT_STREAMS.dec()
+        ctx.usage = source.usage()
+        if chain is not None:
+            chain.close(complete)
+        source.close()
+
+
+async def _relay(out: web.StreamResponse, source: EventSource, chain: FilterChain | None) -> bool:
+    """Batches from the source to the caller until the end; True when the answer completed."""
+    if chain is None:  # the hot path: events go out as the upstream framed them
+        while True:
+            events = await source.next()
+            if events is None:
+                tail = source.tail()
+                if tail:
+                    await out.write(b"".join(tail))
+                return True
+            if events:
+                await out.write(b"".join(events) if len(events) > 1 else events[0])
+    while not chain.ended:
+        events = await source.next()
+        if events is None:
+            tail = await chain.feed(source.tail())
+            if not chain.ended:
+                tail += await chain.finish()
+            if tail:
+                await out.write(b"".join(tail))
+            return True
+        events = await chain.feed(events)
+        if events:
+            await out.write(b"".join(events) if len(events) > 1 else events[0])
+    return True  # a filter ended the stream; its last events were written

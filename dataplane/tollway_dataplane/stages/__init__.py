@@ -1,0 +1,26 @@
+"""The request stages, in the order the gateway runs them. A new capability is one module here plus its config.
+
+`STAGES` fixes the order (DESIGN section 7: guardrails, prompt decorator, cache, web search); each entry builds
+the stage for one rule from the rule's config, or None when the rule does not use it. `pipeline_for` is called
+once per rule per config snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tollway_contract.model import Rule
+
+from . import decorator
+from .base import Stage, StageServices
+from .pipeline import Pipeline
+
+Builder = Callable[[Rule, StageServices], Stage | None]
+
+STAGES: tuple[Builder, ...] = (decorator.build,)
+
+
+def pipeline_for(rule: Rule, services: StageServices) -> Pipeline | None:
+    """The rule's stages, or None when it has none (the request path then skips the pipeline entirely)."""
+    stages = tuple(stage for build in STAGES if (stage := build(rule, services)) is not None)
+    return Pipeline(stages) if stages else None

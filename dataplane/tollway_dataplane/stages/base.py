@@ -1,0 +1,116 @@
+"""The stage interface: what runs between routing and the upstream, and what looks at the answer on its way back.
+
+A request passes the stages of its rule in the gateway's fixed order (guardrails, prompt decorator, cache, web
+search). Each stage's request hook returns a `Step`: go on (perhaps with a rewritten call), or answer now with a
+`Reply` (a cache hit, a block). A stage that wants to see the answer hands back a `ResponseFilter` for this
+request; filters run in reverse order on the way out, so a reply made by stage k passes through the filters of
+the stages before k only: a cache hit is still checked by the response guardrail, and a blocked answer never
+reaches the cache.
+
+Filters work on what the caller would otherwise receive, in OpenAI shape: a whole chat completion body, or
+batches of SSE events. `feed` may hold events back (a guardrail window) or rewrite them, and `finish` releases
+what is owed at the end. A filter that must end a stream early (a block) raises `EndStream` with the events to
+send last; the relay stops reading the upstream. `close` comes last, and says whether the caller got the whole
+answer: what a filter stores (the cache) it stores then, so an answer a later filter blocked is never kept.
+The caller's protocol and prompt capture are filters of the same chain, so the relay makes one chain call per
+batch however many features a route has.
+
+Shaped this way so a capability is one module: a stage never edits the gateway front or the relay loop, and a
+rule without stages has no pipeline at all (no per-request allocation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..answer import Answer
+from ..call import Call
+from ..pools import PoolRuntime
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What stages may know about one request, and where they leave what the access log should say."""
+
+    request_id: str
+    consumer: str  # "namespace/name"
+    route: str
+    requested_model: str
+    headers: Mapping[str, str]  # the caller's request headers
+    notes: dict[str, Any] = field(default_factory=dict)  # access-log fields by stage ("cache", "guardrail", ...)
+    response_headers: dict[str, str] = field(default_factory=dict)  # added to the caller's answer
+
+
+class ResponseFilter(Protocol):
+    """Looks at one request's answer. Created per request by a stage's request hook."""
+
+    async def body(self, body: bytes) -> bytes:
+        """A whole OpenAI answer in, the answer to send on out (or raise GatewayError)."""
+        ...
+
+    async def feed(self, events: list[bytes]) -> list[bytes]:
+        """A batch of OpenAI SSE events in, the events to send on now out (may be fewer, more, or rewritten)."""
+        ...
+
+    async def finish(self) -> list[bytes]:
+        """The upstream stream ended cleanly: events still owed."""
+        ...
+
+    def close(self, complete: bool) -> None:
+        """Called once, last: `complete` when the caller received the whole answer this filter saw (store it,
+        count it); False when it will not (upstream cut, caller gone, an error, a later filter blocked it)."""
+        ...
+
+
+class PassFilter:
+    """A filter that changes nothing; subclasses override what they need."""
+
+    __slots__ = ()
+
+    async def body(self, body: bytes) -> bytes:
+        return body
+
+    async def feed(self, events: list[bytes]) -> list[bytes]:
+        return events
+
+    async def finish(self) -> list[bytes]:
+        return []
+
+    def close(self, complete: bool) -> None:
+        return None
+
+
+class EndStream(Exception):
+    """Raised by a filter's `feed`: send these events (through the filters after it) and end the stream."""
+
+    def __init__(self, events: list[bytes]):
+        super().__init__("stream ended by a response filter")
+        self.events = events
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A request hook's verdict. Neither field set: go on with the call unchanged."""
+
+    call: Call | None = None  # go on with this call instead
+    reply: Answer | None = None  # answer now; the upstream is not called
+    filter: ResponseFilter | None = None  # see the answer on its way back
+
+
+CONTINUE = Step()
+
+
+@dataclass(frozen=True, slots=True)
+class StageServices:
+    """What a stage may use when it is built: the snapshot's pools (a stage that calls a model, an embedding or a
+    judge, goes through a pool, so it gets keys, timeouts and cooldowns like any request)."""
+
+    pools: Mapping[str, PoolRuntime] = field(default_factory=dict)
+
+
+class Stage(Protocol):
+    name: str
+
+    async def on_request(self, call: Call, exchange: Exchange) -> Step: ...

@@ -1,0 +1,80 @@
+"""A rule's stages, built once per config snapshot, and the response filter chain of one request.
+
+`Pipeline.run` passes the call through the request hooks in order and collects the filters of the stages it
+passed; `FilterChain` applies filters in a fixed order on the way out. Both are only ever created for rules that
+have a stage, or for requests that need a filter (capture, a caller's protocol); a plain route skips them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..answer import Answer
+from ..call import Call
+from .base import EndStream, Exchange, ResponseFilter, Stage
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    stages: tuple[Stage, ...]
+
+    async def run(self, call: Call, exchange: Exchange) -> tuple[Call, Answer | None, list[ResponseFilter]]:
+        """The call to forward (or a reply made by a stage) and the filters to apply, in request order."""
+        filters: list[ResponseFilter] = []
+        for stage in self.stages:
+            step = await stage.on_request(call, exchange)
+            if step.reply is not None:
+                return call, step.reply, filters  # the replying stage's own filter is left out
+            if step.call is not None:
+                call = step.call
+            if step.filter is not None:
+                filters.append(step.filter)
+        return call, None, filters
+
+
+class FilterChain:
+    """Filters applied in order (the stages' in reverse request order, then capture, then the caller's
+    protocol); each filter's output is the next one's input, tails included."""
+
+    __slots__ = ("_closed", "_filters", "ended")
+
+    def __init__(self, filters: Sequence[ResponseFilter]):
+        self._filters = tuple(filters)
+        self._closed = 0  # filters[:_closed] are closed already (a later filter ended the stream)
+        self.ended = False  # a filter ended the stream: send what `feed` returned, then stop reading
+
+    async def body(self, body: bytes) -> bytes:
+        for f in self._filters:
+            body = await f.body(body)
+        return body
+
+    async def feed(self, events: list[bytes]) -> list[bytes]:
+        filters = self._filters
+        for i in range(self._closed, len(filters)):
+            try:
+                events = await filters[i].feed(events)
+            except EndStream as end:
+                self.ended = True
+                for earlier in filters[self._closed : i]:
+                    earlier.close(False)  # they did not see the whole answer the caller gets
+                self._closed = i
+                return await self._drain(end.events, i + 1)
+        return events
+
+    async def finish(self) -> list[bytes]:
+        return await self._drain([], self._closed)
+
+    async def _drain(self, events: list[bytes], start: int) -> list[bytes]:
+        """Events through filters[start:], each filter's tail through the ones after it."""
+        filters = self._filters
+        for i in range(start, len(filters)):
+            if events:
+                events = await filters[i].feed(events)
+            events = events + await filters[i].finish()
+        return events
+
+    def close(self, complete: bool) -> None:
+        for f in self._filters[self._closed :]:
+            f.close(complete)
+        self._closed = len(self._filters)

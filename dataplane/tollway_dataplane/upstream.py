@@ -1,0 +1,345 @@
+"""The upstream executor: attempts over keys, weighted backends and fallbacks, until one answers.
+
+It returns an `Answer` and never writes to the caller: the relay does. An attempt may be retried elsewhere only
+while nothing has reached the caller. For a stream that means until its first event: the executor reads the
+first event before it returns, so a stream whose upstream fails early falls back transparently; what comes after
+is the relay's (a failure then ends the stream with an error event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from tollway_contract.model import Backend, Rule, Timeouts
+
+from .answer import Answer, AttemptRecord, Served, StreamInterrupted
+from .call import Call
+from .errors import GatewayError
+from .pools import PoolKeyRuntime, PoolRuntime
+from .providers.base import InvalidResponse, ProviderError, StreamFailed, StreamTranslator, Translator
+from .snapshot import Snapshot
+from .timeouts import effective
+from .usage import Usage, estimate_input_tokens
+
+log = logging.getLogger("tollway.upstream")
+
+_KEY_FAILURE_STATUSES = (401, 403)  # the provider rejected our key: never the caller's fault, try another key
+# Failures without a retryOn condition of their own, and the condition that covers them.
+_RETRY_CLASS = {"invalid-response": "5xx"}
+_BROKEN = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+@dataclass(slots=True)
+class Failure:
+    reason: str  # "429", "5xx", "4xx", "timeout", "connect-error", "reset", "auth", "unsupported", ...
+    status: int  # what the caller sees if this is the last word
+    message: str
+    retry_after: float | None = None
+    provider_error: ProviderError | None = None
+
+    @property
+    def outcome(self) -> str:
+        """How the attempt is recorded: the provider's status when it answered with one, else the reason."""
+        error = self.provider_error
+        return str(error.status) if error is not None and self.reason != "unsupported" else self.reason
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try: a pool, one of its keys (None: a keyless pool), the model name to send, the timeouts that apply."""
+
+    pool: PoolRuntime
+    translator: Translator
+    key: PoolKeyRuntime | None
+    model: str
+    timeouts: Timeouts
+
+    @property
+    def key_index(self) -> int | None:
+        return self.key.index if self.key is not None else None
+
+    def record(self, outcome: str) -> AttemptRecord:
+        return AttemptRecord(self.pool.name, self.model, self.key_index, outcome)
+
+    def served(self) -> Served:
+        return Served(self.pool.name, self.model, self.key_index, self.pool.price(self.model))
+
+
+class UpstreamError(GatewayError):
+    """Every attempt failed; carries them for the access log and metrics."""
+
+    def __init__(self, error: GatewayError, attempts: list[AttemptRecord]):
+        super().__init__(error.status, error.message, error.code, type=error.type, headers=error.headers)
+        self.attempts = attempts
+
+
+def plan_backends(rule: Rule) -> Iterator[Backend]:
+    """Weighted backends in a weighted-random order (each once), then the ordered fallbacks."""
+    remaining = [b for b in rule.backends if b.weight > 0]
+    while remaining:
+        chosen = (
+            random.choices(remaining, weights=[b.weight for b in remaining])[0] if len(remaining) > 1 else remaining[0]
+        )
+        remaining.remove(chosen)
+        yield chosen
+    yield from rule.fallbacks
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: rare from LLM providers; the pool's default cooldown applies
+
+
+def _classify(status: int) -> str:
+    if status == 429:
+        return "429"
+    if status >= 500:
+        return "5xx"
+    if status in _KEY_FAILURE_STATUSES:
+        return "auth"
+    return "4xx"
+
+
+class Upstream:
+    def __init__(self, session: aiohttp.ClientSession):
+        self.session = session
+
+    async def forward(self, call: Call, rule: Rule, snapshot: Snapshot, *, request_id: str = "") -> Answer:
+        """The first answer any backend gives, or UpstreamError with every attempt."""
+        attempts: list[AttemptRecord] = []
+        last: Failure | None = None
+        benched_pools: list[PoolRuntime] = []
+        for backend in plan_backends(rule):
+            pool = snapshot.pools[backend.pool]
+            translator = snapshot.translators[backend.pool]
+            model = backend.model or call.model
+            if translator is None:
+                last = Failure("unsupported", 502, f"provider {pool.config.provider!r} is not supported")
+                attempts.append(AttemptRecord(pool.name, model, None, "unsupported"))
+                continue
+            keys: list[PoolKeyRuntime | None] = list(pool.key_order()) if not pool.keyless else [None]
+            if not keys:
+                benched_pools.append(pool)
+                attempts.append(AttemptRecord(pool.name, model, None, "all-keys-benched"))
+                last = last or Failure("benched", 503, f"every key of pool {pool.name} is cooling down")
+                continue
+            timeouts = effective(pool.config.timeouts, rule.timeouts)
+            for key in keys[: 1 + rule.retry.attempts]:
+                attempt = Attempt(pool, translator, key, model, timeouts)
+                result = await self._try(attempt, call)
+                if isinstance(result, Answer):
+                    attempts.append(attempt.record("ok"))
+                    result.attempts = attempts
+                    return result
+                attempts.append(attempt.record(result.outcome))
+                _log_failure(attempt, result, request_id)
+                last = result
+                error = result.provider_error
+                if key is not None and error is not None and pool.config.cooldown.applies_to(error.status):
+                    seconds = pool.bench(key, result.retry_after)
+                    benched_pools.append(pool)
+                    log.info(
+                        "key benched",
+                        extra={"pool": pool.name, "key_index": key.index, "seconds": round(seconds, 3)},
+                    )
+                if not self._retryable(result, rule):
+                    raise UpstreamError(self._final_error(result, benched_pools), attempts)
+                if result.reason == "unsupported":
+                    break  # the same on every key of this pool: move on to the next backend
+        raise UpstreamError(self._final_error(last, benched_pools, exhausted=True), attempts)
+
+    @staticmethod
+    def _retryable(failure: Failure, rule: Rule) -> bool:
+        if failure.reason in ("auth", "unsupported"):
+            return True
+        return _RETRY_CLASS.get(failure.reason, failure.reason) in rule.retry.retry_on
+
+    @staticmethod
+    def _final_error(failure: Failure | None, benched: list[PoolRuntime], exhausted: bool = False) -> GatewayError:
+        if failure is None:
+            return GatewayError(
+                503, "No backend is available for this model; check the AIRoute's status.", "no_backend"
+            )
+        if failure.reason in ("4xx", "unsupported") and failure.provider_error is not None:
+            # The caller's request was refused by the provider: pass its status and message on.
+            pe = failure.provider_error
+            return GatewayError(failure.status, pe.message, pe.code, type=pe.type)
+        if exhausted and benched:
+            wait = min(p.next_available_in() for p in benched)
+            return GatewayError(
+                503,
+                f"All upstream keys and backends for this model are unavailable ({failure.message}); retry later.",
+                "upstream_unavailable",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        return GatewayError(failure.status, failure.message, f"upstream_{failure.reason.replace('-', '_')}")
+
+    async def _try(self, attempt: Attempt, call: Call) -> Answer | Failure:
+        pool, translator, key, timeouts = attempt.pool, attempt.translator, attempt.key, attempt.timeouts
+        try:
+            upstream = translator.build_request(call, pool, key, attempt.model)
+        except GatewayError as exc:  # this provider cannot express the request; another backend may
+            error = ProviderError(exc.status, exc.message, exc.type, exc.code)
+            return Failure("unsupported", exc.status, exc.message, provider_error=error)
+        if key is not None:
+            key.state.in_flight += 1
+        response: aiohttp.ClientResponse | None = None
+        handed_over = False  # a stream's response and key now belong to the relay
+        try:
+            async with asyncio.timeout(timeouts.first_byte):
+                response = await self.session.post(
+                    upstream.url,
+                    data=upstream.body,
+                    headers=upstream.headers,
+                    timeout=_client_timeout(timeouts.total, timeouts.connect),
+                )
+                if response.status >= 400:
+                    return _http_failure(translator, response.status, await response.read(), response.headers)
+                if call.stream:
+                    stream = translator.stream(call)
+                    first = await _first_events(response, stream)
+            if call.stream:
+                source = UpstreamStream(response, stream, first, key, call, timeouts.idle)
+                handed_over = True
+                return Answer(stream=source, model=attempt.model, served=attempt.served())
+            _set_idle_timeout(response, timeouts.idle)
+            body, usage = translator.translate_response(call, await response.read())
+            usage = usage or Usage(input_tokens=estimate_input_tokens(call.body), estimated=True)
+            return Answer(body=body, usage=usage, model=attempt.model, served=attempt.served())
+        except StreamFailed as exc:
+            error = ProviderError(exc.status, exc.message, exc.type)
+            return Failure(_classify(exc.status), 502, f"upstream stream failed: {exc.message}", provider_error=error)
+        except InvalidResponse as exc:
+            return Failure("invalid-response", 502, f"upstream {pool.name}: {exc}")
+        except TimeoutError:
+            return Failure("timeout", 504, f"upstream {pool.name} timed out")
+        except aiohttp.ClientConnectorError as exc:
+            return Failure("connect-error", 502, f"cannot connect to {pool.name}: {exc.os_error}")
+        except _BROKEN as exc:
+            return Failure("reset", 502, f"upstream {pool.name} closed the connection: {type(exc).__name__}")
+        finally:
+            if not handed_over:
+                if key is not None:
+                    key.state.in_flight -= 1
+                if response is not None:
+                    response.close()  # a no-op when fully read; otherwise it tells the provider to stop generating
+
+
+class UpstreamStream:
+    """The rest of an upstream stream, as an `EventSource`. Owns the connection and the key's in-flight count
+    until `close`; the idle timeout bounds every gap between reads, the one right after the first event too."""
+
+    __slots__ = ("_call", "_closed", "_key", "_response", "_stream", "first")
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        stream: StreamTranslator,
+        first: list[bytes],
+        key: PoolKeyRuntime | None,
+        call: Call,
+        idle: float | None,
+    ):
+        self._response = response
+        self._stream = stream
+        self._key = key
+        self._call = call
+        self._closed = False
+        self.first = first
+        _set_idle_timeout(response, idle, arm=True)
+
+    async def next(self) -> list[bytes] | None:
+        try:
+            data = await self._response.content.readany()
+        except TimeoutError:
+            raise StreamInterrupted("timed out") from None
+        except _BROKEN:
+            raise StreamInterrupted("closed the connection") from None
+        if not data:
+            return None
+        return self._stream.feed(data)
+
+    def tail(self) -> list[bytes]:
+        return self._stream.finish()
+
+    def usage(self) -> Usage:
+        """As the provider reported it, or (a stream cut short) an estimate: the prompt, one token per event."""
+        return self._stream.state.usage or Usage(
+            input_tokens=estimate_input_tokens(self._call.body),
+            output_tokens=self._stream.state.content_events,
+            estimated=True,
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._key is not None:
+            self._key.state.in_flight -= 1
+        self._response.close()
+
+
+def _http_failure(translator: Translator, status: int, body: bytes, headers: Mapping[str, str]) -> Failure:
+    error = translator.translate_error(status, body)
+    reason = _classify(status)
+    caller_status = status if reason == "4xx" else 502
+    return Failure(
+        reason,
+        caller_status,
+        f"upstream answered {status}: {error.message}",
+        retry_after=_retry_after(headers),
+        provider_error=error,
+    )
+
+
+def _log_failure(attempt: Attempt, failure: Failure, request_id: str) -> None:
+    log.warning(
+        "upstream attempt failed",
+        extra={
+            "request_id": request_id,
+            "pool": attempt.pool.name,
+            "key_index": attempt.key_index,
+            "status": failure.provider_error.status if failure.provider_error else None,
+            "reason": failure.reason,
+            "detail": failure.message,
+        },
+    )
+
+
+async def _first_events(response: aiohttp.ClientResponse, stream: StreamTranslator) -> list[bytes]:
+    """Read until the translator yields its first event: up to here the attempt can still fail over."""
+    while True:
+        data = await response.content.readany()
+        if not data:
+            raise aiohttp.ClientPayloadError("stream ended before its first event")
+        events = stream.feed(data)
+        if events:
+            return events
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(total: float | None, connect: float | None) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total, sock_connect=connect)
+
+
+def _set_idle_timeout(response: aiohttp.ClientResponse, idle: float | None, *, arm: bool = False) -> None:
+    """The longest gap between reads from now on (aiohttp raises ServerTimeoutError, a TimeoutError). aiohttp
+    re-arms the timer when data arrives, so no timer object per chunk; `arm` starts it now, because a stream that
+    goes silent right after its first event would otherwise never start it."""
+    connection = response.connection
+    if connection is not None and connection.protocol is not None:
+        connection.protocol.read_timeout = idle
+        if arm:
+            connection.protocol.start_timeout()
