@@ -80,7 +80,7 @@ log "  kube-apiserver + kubectl $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VER
 gomod_field() {
     local json
     json="$("$GO" mod download -json "$1")" || die "go mod download $1 failed: $json"
-    printf '%s' "$json" | sed -n "s/^[[:space:]]*\"$2\": \"\\(.*\\)\",\{0,1\}\$/\\1/p" | head -n1
+    printf '%s' "$json" | sed -n "s/^[[:space:]]*\"$2\": \"\\(.*\\)\",\{0,1\}\$/\\1/p" | sed -n 1p
 }
 
 # go_directive GOMOD_FILE: print the 'go' directive of a go.mod file.
@@ -194,8 +194,8 @@ if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kubectl" ]]; then build_kube; fi
 
 for b in "${BINARIES[@]}"; do [[ -x "$BIN/$b" ]] || die "$b is missing from $BIN after the build"; done
 "$BIN/kube-apiserver" --version >&2
-"$BIN/etcd" --version | head -n1 >&2
-"$BIN/kubectl" version --client 2>/dev/null | head -n1 >&2
+"$BIN/etcd" --version | sed -n 1p >&2  # sed reads all of it: head would SIGPIPE the writer under pipefail
+"$BIN/kubectl" version --client 2>/dev/null | sed -n 1p >&2
 "$BIN/helm" version --short >&2
 touch "$OUT/.complete"
 
