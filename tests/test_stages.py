@@ -79,7 +79,7 @@ async def test_a_reply_from_stage_k_passes_the_filters_of_the_stages_before_k_on
     _, reply, filters = await pipeline.run(call(), exchange())
     assert log == ["request:a", "request:b", "request:c"]  # d never ran
     assert reply is not None and reply.body == b"reply-from-c"
-    chain = FilterChain(list(reversed(filters)))
+    chain = FilterChain(list(reversed(filters)), reply)
     assert await chain.body(reply.body) == b"reply-from-cba"  # b's filter first: response order is reversed
     chain.close(True)
     assert log[3:] == ["b:True", "a:True"]
@@ -109,7 +109,7 @@ async def test_a_stage_that_changes_the_call_hands_it_to_the_next() -> None:
 
 async def test_stream_chain_passes_each_tail_through_the_later_filters() -> None:
     log: list[str] = []
-    chain = FilterChain([Tagging(b"1", log), Tagging(b"2", log)])
+    chain = FilterChain([Tagging(b"1", log), Tagging(b"2", log)], Answer())
     assert await chain.feed([b"x", b"y"]) == [b"x12", b"y12"]
     assert await chain.finish() == [b"end12", b"end2"]
     chain.close(True)
@@ -118,7 +118,7 @@ async def test_stream_chain_passes_each_tail_through_the_later_filters() -> None
 
 async def test_a_filter_that_ends_the_stream_closes_the_earlier_ones_as_incomplete() -> None:
     log: list[str] = []
-    chain = FilterChain([Tagging(b"cache", log), Blocking(b"guard", log), Tagging(b"proto", log)])
+    chain = FilterChain([Tagging(b"cache", log), Blocking(b"guard", log), Tagging(b"proto", log)], Answer())
     assert await chain.feed([b"fine"]) == [b"fine" + b"cache" + b"guard" + b"proto"]
     assert not chain.ended
     out = await chain.feed([b"bad"])

@@ -25,7 +25,7 @@ class StreamInterrupted(Exception):
 
 
 class EventSource(Protocol):
-    first: list[bytes]  # OpenAI SSE events already read
+    first: list[bytes]  # SSE events already read (in the answer's dialect)
 
     async def next(self) -> list[bytes] | None:
         """The next batch of events (possibly empty), None at the end; raises StreamInterrupted."""
@@ -62,12 +62,18 @@ class Served:
     price: Price | None
 
 
+# The shapes an answer can travel in through the response filters. Translated answers are always OpenAI chat;
+# a native pass-through (a protocol's request served by a pool that speaks it) keeps the provider's own shape.
+OPENAI = "openai"  # chat.completion bodies, chat.completion.chunk events
+
+
 @dataclass(slots=True)
 class Answer:
-    body: bytes | None = None  # a whole OpenAI answer
+    body: bytes | None = None  # a whole answer, in `dialect`
     usage: Usage | None = None  # of a whole answer; a stream reports its own at its end
     stream: EventSource | None = None
     model: str = ""  # the model that answered, as the caller is told
     served: Served | None = None  # None when a stage answered
     attempts: list[AttemptRecord] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)  # added to the caller's answer
+    dialect: str = OPENAI  # the shape of `body` and of the stream's events

@@ -45,7 +45,7 @@ async def send(
         chain_filters.append(capture)
     if protocol is not None:
         chain_filters.append(ProtocolFilter(protocol, answer.model))
-    chain = FilterChain(chain_filters) if chain_filters else None
+    chain = FilterChain(chain_filters, answer) if chain_filters else None
     try:
         if answer.stream is None:
             return await _whole(ctx, answer, chain, headers)

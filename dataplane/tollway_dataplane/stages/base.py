@@ -7,11 +7,12 @@ request; filters run in reverse order on the way out, so a reply made by stage k
 the stages before k only: a cache hit is still checked by the response guardrail, and a blocked answer never
 reaches the cache.
 
-Filters work on what the caller would otherwise receive, in OpenAI shape: a whole chat completion body, or
-batches of SSE events. `feed` may hold events back (a guardrail window) or rewrite them, and `finish` releases
-what is owed at the end. A filter that must end a stream early (a block) raises `EndStream` with the events to
-send last; the relay stops reading the upstream. `close` comes last, and says whether the caller got the whole
-answer: what a filter stores (the cache) it stores then, so an answer a later filter blocked is never kept.
+Filters work on what the caller would otherwise receive: a whole body, or batches of SSE events, in OpenAI chat
+shape unless the answer is a native pass-through (`Answer.dialect`, told to each filter by `start`). `feed` may
+hold events back (a guardrail window) or rewrite them, and `finish` releases what is owed at the end. A filter
+that must end a stream early (a block) raises `EndStream` with the events to send last; the relay stops reading
+the upstream. `close` comes last, and says whether the caller got the whole answer: what a filter stores (the
+cache) it stores then, so an answer a later filter blocked is never kept.
 The caller's protocol and prompt capture are filters of the same chain, so the relay makes one chain call per
 batch however many features a route has.
 
@@ -46,6 +47,11 @@ class Exchange:
 class ResponseFilter(Protocol):
     """Looks at one request's answer. Created per request by a stage's request hook."""
 
+    def start(self, answer: Answer) -> None:
+        """Called once before `body` or `feed`: which answer this is (stream or not, the model and pool that
+        served, its dialect: OpenAI chat unless a native pass-through keeps the provider's shape)."""
+        ...
+
     async def body(self, body: bytes) -> bytes:
         """A whole OpenAI answer in, the answer to send on out (or raise GatewayError)."""
         ...
@@ -68,6 +74,9 @@ class PassFilter:
     """A filter that changes nothing; subclasses override what they need."""
 
     __slots__ = ()
+
+    def start(self, answer: Answer) -> None:
+        return None
 
     async def body(self, body: bytes) -> bytes:
         return body

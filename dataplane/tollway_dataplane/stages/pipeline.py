@@ -39,10 +39,12 @@ class FilterChain:
 
     __slots__ = ("_closed", "_filters", "ended")
 
-    def __init__(self, filters: Sequence[ResponseFilter]):
+    def __init__(self, filters: Sequence[ResponseFilter], answer: Answer):
         self._filters = tuple(filters)
         self._closed = 0  # filters[:_closed] are closed already (a later filter ended the stream)
         self.ended = False  # a filter ended the stream: send what `feed` returned, then stop reading
+        for f in self._filters:
+            f.start(answer)
 
     async def body(self, body: bytes) -> bytes:
         for f in self._filters:
