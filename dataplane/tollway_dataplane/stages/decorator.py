@@ -82,13 +82,10 @@ class PromptDecoratorStage:
         if call.endpoint != CHAT:
             return CONTINUE
         values = _Values(exchange)
-        messages = [
-            *(t.render(values) for t in self._prepend),
-            *call.body["messages"],
-            *(t.render(values) for t in self._append),
-        ]
-        exchange.notes["prompt_decorator"] = {"prepended": len(self._prepend), "appended": len(self._append)}
-        return Step(call=call.with_body({**call.body, "messages": messages}))
+        prepend = [t.render(values) for t in self._prepend]
+        append = [t.render(values) for t in self._append]
+        exchange.notes["prompt_decorator"] = {"prepended": len(prepend), "appended": len(append)}
+        return Step(call=call.with_messages(prepend, append))
 
 
 def build(rule: Rule, services: StageServices) -> PromptDecoratorStage | None:
