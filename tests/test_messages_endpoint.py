@@ -131,7 +131,8 @@ def test_thinking_blocks_are_dropped() -> None:
         ({"model": "m", "max_tokens": 5}, "'messages'"),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "'max_tokens'"),
         (message(max_tokens="many"), "'max_tokens'"),
-        (message(messages=[{"role": "system", "content": "x"}]), "messages[0].role"),
+        (message(messages=[{"role": "tool", "content": "x"}]), "messages[0].role"),
+        (message(messages=[{"role": "user", "content": "x"}, {"role": "system", "content": 5}]), "messages[1].content"),
         (message(messages=[{"role": "user", "content": [{"type": "video"}]}]), "messages[0].content[0].type"),
         (message(stop_sequences="END"), "'stop_sequences'"),
         (message(tools=[{"type": "web_search_20250305", "name": "web_search"}]), "tools[0]"),
@@ -430,3 +431,49 @@ async def test_mid_stream_failure_is_an_anthropic_error_event(openai_backed: Gat
         seen = events(await response.read())
     assert seen[0][0] == "message_start"
     assert seen[-1][0] == "error" and seen[-1][1]["error"]["type"] == "api_error"
+
+
+# -- what current clients send (Claude Code 2.1) ------------------------------------------------------------------
+
+
+def test_system_role_entries_fold_into_the_system_prompt_in_order() -> None:
+    body = message(
+        system=[
+            {"type": "text", "text": "Top."},
+            {"type": "text", "text": "Cached.", "cache_control": {"type": "ephemeral"}},
+        ],
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "system", "content": [{"type": "text", "text": "# Environment"}]},
+            {"role": "system", "content": "Late."},
+        ],
+    )
+    out = to_openai_request(body)
+    assert out["messages"] == [
+        {"role": "system", "content": "Top.\n\nCached.\n\n# Environment\n\nLate."},
+        {"role": "user", "content": "Hi"},
+    ]
+
+
+def test_thinking_maps_to_reasoning_effort_only_when_enabled_and_newer_fields_are_ignored() -> None:
+    extras = {
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "high"},
+        "metadata": {"user_id": '{"session_id": "abc"}'},
+        "some_future_field": {"x": 1},
+    }
+    adaptive = to_openai_request(message(thinking={"type": "adaptive", "display": "omitted"}, **extras))
+    assert "reasoning_effort" not in adaptive and adaptive["user"] == '{"session_id": "abc"}'
+    assert not set(extras) - {"metadata"} & set(adaptive)
+    for budget, effort in ((1024, "low"), (8000, "medium"), (32000, "high")):
+        out = to_openai_request(message(thinking={"type": "enabled", "budget_tokens": budget}))
+        assert out["reasoning_effort"] == effort
+
+
+def test_deferred_tools_are_left_out_and_server_tools_are_named() -> None:
+    deferred = {"name": "DeferredToolPlaceholder", "defer_loading": True, "input_schema": {"type": "object"}}
+    out = to_openai_request(message(tools=[*TOOLS, deferred]))
+    assert [t["function"]["name"] for t in out["tools"]] == [t["name"] for t in TOOLS]
+    with pytest.raises(GatewayError) as info:
+        to_openai_request(message(tools=[{"type": "bash_20250124", "name": "bash"}]))
+    assert "tools[0]" in info.value.message and "bash_20250124" in info.value.message

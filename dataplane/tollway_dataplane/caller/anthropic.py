@@ -1,9 +1,19 @@
 """The Anthropic-compatible entry (`POST {prefix}/messages`): a Messages request as an OpenAI chat request.
 
-`ANTHROPIC` is the protocol object the gateway front uses; answers go back through `anthropic_answer`. Dropped
-on the way in: top_k, thinking, cache_control, service_tier and container fields; thinking blocks in the
-history; citations. Server tools (web search, ...) and unknown content blocks are refused with a 400 naming the
-field.
+`ANTHROPIC` is the protocol object the gateway front uses; answers go back through `anthropic_answer`. It accepts
+what the current Messages API accepts (what Claude Code sends, for one) and maps it as follows:
+
+* `system` as a string or text blocks, and `system`-role entries inside `messages`, become one system message at
+  the front, in order;
+* `thinking: {type: enabled, budget_tokens}` becomes `reasoning_effort` (under 4,096 tokens low, under 16,384
+  medium, else high); `adaptive` and `disabled` leave the target's default, so a model without reasoning is
+  never sent a parameter it refuses; `output_config`, `context_management`, `cache_control`, `metadata` (but
+  `user_id`, which becomes `user`), `top_k`, `service_tier` and unknown top-level fields are ignored;
+* tools are OpenAI functions; deferred tools (`defer_loading: true`) are left out, since nothing can load them
+  later on a translated target; thinking blocks in the history are left out.
+
+What a translated target truly cannot express is refused with a 400 that names the field: server tools
+(`web_search_*`, `bash_*`, ...), and content blocks other than text, images, documents, tool use and results.
 """
 
 from __future__ import annotations
@@ -33,9 +43,16 @@ def to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
     max_tokens = body.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise _invalid("'max_tokens' is required and must be a positive integer.", "invalid_max_tokens")
-    out: dict[str, Any] = {"model": body.get("model"), "messages": _system(body.get("system"))}
+    system = _system_texts(body.get("system"), "system")
+    turns: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
-        out["messages"].extend(_message(message, f"messages[{i}]"))
+        if isinstance(message, dict) and message.get("role") == "system":
+            system.extend(_system_texts(message.get("content"), f"messages[{i}].content"))
+        else:
+            turns.extend(_message(message, f"messages[{i}]"))
+    out: dict[str, Any] = {"model": body.get("model"), "messages": turns}
+    if system:
+        turns.insert(0, {"role": "system", "content": "\n\n".join(system)})
     out["max_tokens"] = max_tokens
     for name in ("temperature", "top_p"):
         if body.get(name) is not None:
@@ -59,23 +76,36 @@ def to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
         _tool_choice(body.get("tool_choice"), out)  # OpenAI refuses a tool_choice without tools
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
-        out["user"] = metadata["user_id"]
+        out["user"] = metadata["user_id"][:256]
+    effort = _reasoning_effort(body.get("thinking"))
+    if effort is not None:
+        out["reasoning_effort"] = effort
     return out
 
 
-def _system(system: Any) -> list[dict[str, Any]]:
+def _system_texts(system: Any, field: str) -> list[str]:
+    """The texts of a system prompt: a string or an array of text blocks (cache_control and the like ignored)."""
     if system is None or system == "":
         return []
     if isinstance(system, str):
-        return [{"role": "system", "content": system}]
+        return [system]
     if isinstance(system, list):
         texts = []
         for i, block in enumerate(system):
             if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
-                raise _invalid(f"'system[{i}]' must be a text block.", "invalid_system")
+                raise _invalid(f"'{field}[{i}]' must be a text block.", "invalid_system")
             texts.append(block["text"])
-        return [{"role": "system", "content": "\n\n".join(texts)}] if texts else []
-    raise _invalid("'system' must be a string or an array of text blocks.", "invalid_system")
+        return texts
+    raise _invalid(f"'{field}' must be a string or an array of text blocks.", "invalid_system")
+
+
+def _reasoning_effort(thinking: Any) -> str | None:
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or isinstance(budget, bool):
+        return "medium"
+    return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
 
 
 def _message(message: Any, field: str) -> list[dict[str, Any]]:
@@ -83,7 +113,7 @@ def _message(message: Any, field: str) -> list[dict[str, Any]]:
         raise _invalid(f"'{field}' must be an object.", "invalid_type")
     role = message.get("role")
     if role not in ("user", "assistant"):
-        raise _invalid(f"'{field}.role' must be user or assistant.", "invalid_role")
+        raise _invalid(f"'{field}.role' must be user, assistant or system.", "invalid_role")
     content = message.get("content")
     if isinstance(content, str):
         return [{"role": role, "content": content}]
@@ -194,13 +224,18 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
         raise _invalid("'tools' must be an array.", "invalid_type")
     out = []
     for i, tool in enumerate(tools):
+        if isinstance(tool, dict) and tool.get("defer_loading") is True:
+            continue  # loaded on demand by a server-side tool search, which a translated target does not have
         if (
             not isinstance(tool, dict)
             or tool.get("type") not in (None, "custom")
             or not isinstance(tool.get("name"), str)
         ):
+            kind = tool.get("type") if isinstance(tool, dict) else None
             raise _invalid(
-                f"'tools[{i}]' must be a custom tool with a name; server tools are not supported.", "unsupported_tool"
+                f"'tools[{i}]' ({kind!r}) is an Anthropic server tool, which this model's provider cannot run; "
+                "only custom tools with a name and an input_schema can be translated.",
+                "unsupported_tool",
             )
         function: dict[str, Any] = {"name": tool["name"]}
         if isinstance(tool.get("description"), str):
