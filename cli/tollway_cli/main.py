@@ -49,8 +49,18 @@ def _run(args: argparse.Namespace) -> int:
         log_text=args.log_prompts,
         log_text_limit=args.log_text_limit,
         max_body_bytes=args.max_body_bytes,
+        cache_max_bytes=args.cache_max_bytes,
     )
     return run(source, options)
+
+
+def _size(text: str) -> int:
+    from tollway_contract.reader import parse_size
+
+    value = parse_size(text if not text.isdigit() else int(text))
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 268435456 or 256Mi")
+    return value
 
 
 def _redis_password(path: str | None) -> str | None:
@@ -144,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-text-limit", type=int, default=2000, help="characters of prompt/completion to keep")
     run.add_argument(
         "--max-body-bytes", type=int, default=None, help="request body limit in bytes (default 10 MiB); over it: 413"
+    )
+    run.add_argument(
+        "--cache-max-bytes",
+        type=_size,
+        default=256 * 1024 * 1024,
+        metavar="BYTES",
+        help="bound of the in-process response cache (e.g. 256Mi; without Redis)",
     )
     run.add_argument("--log-level", default="info")
     run.add_argument("--no-access-log", action="store_true")

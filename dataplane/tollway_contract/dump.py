@@ -9,6 +9,7 @@ import orjson
 
 from .model import (
     Backend,
+    Cache,
     Consumer,
     GatewayConfig,
     Limit,
@@ -69,6 +70,33 @@ def _rule(r: Rule) -> dict[str, Any]:
             "retry": {"attempts": r.retry.attempts, "retryOn": list(r.retry.retry_on)},
             "timeouts": _timeouts(r.timeouts),
             "promptDecorator": _prompt_decorator(r.prompt_decorator),
+            "cache": _cache(r.cache),
+        }
+    )
+
+
+def _cache(c: Cache | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    semantic = c.semantic
+    return _drop_none(
+        {
+            "mode": c.mode,
+            "ttl": c.ttl,
+            "scope": c.scope,
+            "maxEntryBytes": c.max_entry_bytes,
+            "cacheToolCalls": c.cache_tool_calls,
+            "coalesce": c.coalesce,
+            "promptCacheKey": c.prompt_cache_key,
+            "semantic": None
+            if semantic is None
+            else {
+                "embedding": _drop_none(
+                    {"pool": semantic.pool, "model": semantic.model, "dimensions": semantic.dimensions}
+                ),
+                "threshold": semantic.threshold,
+                "shadow": semantic.shadow,
+            },
         }
     )
 

@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 
 from .model import (
+    CACHE_MODES,
+    CACHE_SCOPES,
     DECORATOR_ROLES,
     DEFAULT_LIMIT_MESSAGE,
     DEFAULT_MAX_BODY_BYTES,
@@ -24,6 +26,7 @@ from .model import (
     SELECTIONS,
     Access,
     Backend,
+    Cache,
     Consumer,
     Cooldown,
     DecoratorMessage,
@@ -39,6 +42,7 @@ from .model import (
     Route,
     Rule,
     SecretsConfig,
+    SemanticCache,
     Settings,
     Timeouts,
 )
@@ -150,6 +154,7 @@ def _rule(r: FieldReader, data: dict[str, Any], path: str) -> Rule | None:
     timeouts = data.get("timeouts")
     decorator = data.get("promptDecorator")
     decorator_path = _join(path, "promptDecorator")
+    cache = data.get("cache")
     return Rule(
         models=models,
         backends=backends,
@@ -157,6 +162,48 @@ def _rule(r: FieldReader, data: dict[str, Any], path: str) -> Rule | None:
         retry=Retry(attempts=attempts if attempts is not None else 0, retry_on=retry_on),
         timeouts=None if timeouts is None else _timeouts(r, r.obj(timeouts, _join(path, "timeouts")), path),
         prompt_decorator=None if decorator is None else read_prompt_decorator(r, decorator, decorator_path),
+        cache=None if cache is None else read_cache(r, cache, _join(path, "cache")),
+    )
+
+
+def read_cache(r: FieldReader, value: Any, path: str) -> Cache | None:
+    """A cache object (the same shape in a rendered config and in an AIRoute's spec; durations per the reader)."""
+    data = r.obj(value, path)
+    defaults = Cache()
+    mode = r.enum(data, "mode", path, CACHE_MODES, defaults.mode)
+    semantic_data = data.get("semantic")
+    semantic = None
+    if semantic_data is not None:
+        semantic = _semantic_cache(r, r.obj(semantic_data, _join(path, "semantic")), _join(path, "semantic"))
+    if mode == "semantic" and semantic_data is None:
+        r.fail(_join(path, "semantic"), "is required when mode is semantic (the embedding pool and model)")
+    ttl = r.seconds(data, "ttl", path, defaults.ttl)
+    return Cache(
+        mode=mode,
+        ttl=ttl if ttl is not None else defaults.ttl,
+        scope=r.enum(data, "scope", path, CACHE_SCOPES, defaults.scope),
+        max_entry_bytes=r.size(data, "maxEntryBytes", path, defaults.max_entry_bytes),
+        cache_tool_calls=r.bool_(data, "cacheToolCalls", path, defaults.cache_tool_calls),
+        coalesce=r.bool_(data, "coalesce", path, defaults.coalesce),
+        prompt_cache_key=r.bool_(data, "promptCacheKey", path, defaults.prompt_cache_key),
+        semantic=semantic if mode == "semantic" else None,
+    )
+
+
+def _semantic_cache(r: FieldReader, data: dict[str, Any], path: str) -> SemanticCache | None:
+    embedding = r.obj(data.get("embedding"), _join(path, "embedding"))
+    pool = r.str_(embedding, "pool", _join(path, "embedding"), required=True)
+    model = r.str_(embedding, "model", _join(path, "embedding"), required=True)
+    dimensions = r.int_(embedding, "dimensions", _join(path, "embedding"), None, minimum=1)
+    threshold = r.number(data, "threshold", path, 0.92, low=0.0, high=1.0)
+    if pool is None or model is None:
+        return None
+    return SemanticCache(
+        pool=pool,
+        model=model,
+        threshold=threshold,
+        dimensions=dimensions,
+        shadow=r.bool_(data, "shadow", path, False),
     )
 
 
@@ -292,6 +339,9 @@ def _check_references(r: FieldReader, config: GatewayConfig) -> None:
                 for k, backend in enumerate(getattr(rule, group)):
                     if backend.pool not in pools:
                         r.fail(f"routes[{i}].rules[{j}].{group}[{k}].pool", f"unknown pool {backend.pool!r}")
+            semantic = rule.cache.semantic if rule.cache is not None else None
+            if semantic is not None and semantic.pool not in pools:
+                r.fail(f"routes[{i}].rules[{j}].cache.semantic.embedding.pool", f"unknown pool {semantic.pool!r}")
 
 
 def config_from_dict(data: Any) -> GatewayConfig:

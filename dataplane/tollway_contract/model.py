@@ -17,6 +17,8 @@ RETRY_CONDITIONS = ("429", "5xx", "4xx", "connect-error", "timeout", "reset")
 LIMIT_COUNTS = ("total", "input", "output")
 FAILURE_POLICIES = ("open", "closed")
 DECORATOR_ROLES = ("system", "developer", "user", "assistant")
+CACHE_MODES = ("exact", "semantic")
+CACHE_SCOPES = ("consumer", "route")
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_LIMIT_MESSAGE = "Rate limit exceeded, please try again later."
 
@@ -110,6 +112,29 @@ class PromptDecorator:
 
 
 @dataclass(frozen=True, slots=True)
+class SemanticCache:
+    """Similarity matching of the last user turn, inside an exact partition."""
+
+    pool: str  # the ProviderKeyPool that serves the embedding model
+    model: str
+    threshold: float = 0.92  # cosine similarity at or above which a stored answer is served
+    dimensions: int | None = None  # asked of the embedding model when set
+    shadow: bool = False  # never serve semantic hits: count them and compare with the real answer
+
+
+@dataclass(frozen=True, slots=True)
+class Cache:
+    mode: str = "exact"  # exact | semantic
+    ttl: float = 600.0
+    scope: str = "consumer"  # consumer | route: who may share an entry
+    max_entry_bytes: int = 1024 * 1024
+    cache_tool_calls: bool = False
+    coalesce: bool = True  # concurrent identical misses wait for one upstream call
+    prompt_cache_key: bool = True  # send OpenAI's prompt_cache_key (consumer + system-prompt hash) to OpenAI pools
+    semantic: SemanticCache | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     models: tuple[str, ...]
     backends: tuple[Backend, ...]
@@ -118,6 +143,7 @@ class Rule:
     timeouts: Timeouts | None = None
     # Stages (DESIGN section 7). The compiler puts the route-wide setting on every rule that does not set its own.
     prompt_decorator: PromptDecorator | None = None
+    cache: Cache | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,30 @@ class FieldReader:
             return default
         return float(value)
 
+    def size(self, data: dict[str, Any], key: str, path: str, default: int) -> int:
+        """A size in bytes: an integer, or a string with a binary or decimal suffix ("512Ki", "1Mi", "10MB")."""
+        value = data.get(key, default)
+        parsed = parse_size(value)
+        if parsed is None:
+            self.fail(join_path(path, key), f"must be a size in bytes such as 1048576 or 1Mi, got {value!r}")
+            return default
+        return parsed
+
+    def number(self, data: dict[str, Any], key: str, path: str, default: float, *, low: float, high: float) -> float:
+        """A number within [low, high]."""
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            self.fail(join_path(path, key), f"must be a number from {low:g} to {high:g}, got {value!r}")
+            return default
+        return float(value)
+
+    def bool_(self, data: dict[str, Any], key: str, path: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(join_path(path, key), f"must be true or false, got {describe_kind(value)}")
+            return default
+        return value
+
     def enum(self, data: dict[str, Any], key: str, path: str, allowed: tuple[str, ...], default: str) -> str:
         value = data.get(key, default)
         if value not in allowed:
@@ -106,6 +130,25 @@ class FieldReader:
             if parsed is not None:
                 out.append(parsed)
         return tuple(out)
+
+
+_SIZE_UNITS = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
+_SIZE_UNITS |= {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def parse_size(value: Any) -> int | None:
+    """Bytes from an integer or a string such as "1Mi"; None when it is neither (or negative)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    digits = len(text) - len(text.lstrip("0123456789"))
+    if not digits or text[digits:] not in _SIZE_UNITS:
+        return None
+    return int(text[:digits]) * _SIZE_UNITS[text[digits:]]
 
 
 def join_path(path: str, key: str) -> str:

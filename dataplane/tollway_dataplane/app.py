@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from tollway_contract.model import GatewayConfig, SecretsConfig
 
 from . import accesslog, metrics, relay
 from .answer import Answer
@@ -33,6 +34,7 @@ from .ratelimit.limiter import RateLimiter, facts_for
 from .routing import Match, is_glob
 from .snapshot import Snapshot
 from .stages.base import Exchange, ResponseFilter
+from .stages.cache.store import CacheStore, MemoryStore
 from .upstream import Upstream, UpstreamError
 
 log = logging.getLogger("tollway.gateway")
@@ -61,6 +63,7 @@ class Gateway:
         capture_text: bool = False,
         capture_limit: int = 2000,
         max_body_bytes: int | None = None,
+        cache_store: CacheStore | None = None,
     ) -> None:
         self.limiter = RateLimiter(limit_backend or MemoryBackend(), on_limited=metrics.rate_limited)
         self.capture_text = capture_text  # prompts and completions in the access log (redacted, truncated)
@@ -71,7 +74,10 @@ class Gateway:
         self.draining = False
         self.in_flight = 0
         self._session: aiohttp.ClientSession | None = None
-        self._upstream: Upstream | None = None
+        self.upstream = Upstream()  # its HTTP session is made when the app starts
+        # The response cache's store: shared by every snapshot, so entries outlive reloads.
+        self.cache_store: CacheStore = cache_store if cache_store is not None else MemoryStore()
+        metrics.CACHE_SIZE.source = self.cache_store.stats
         self.generation = 0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -84,14 +90,16 @@ class Gateway:
         metrics.CONFIG_INFO.info({"hash": snapshot.hash})
         metrics.CONFIG_LOADED_AT.set(snapshot.loaded_at)
 
-    def next_generation(self) -> int:
+    def build_snapshot(self, config: GatewayConfig, secrets: SecretsConfig) -> Snapshot:
         self.generation += 1
-        return self.generation
+        return Snapshot.build(
+            config, secrets, self.registry, self.generation, upstream=self.upstream, cache_store=self.cache_store
+        )
 
     async def start(self, app: web.Application) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
-        self._upstream = Upstream(self._session)
+        self.upstream.session = self._session
 
     async def stop(self, app: web.Application) -> None:
         await self.limiter.drain()
@@ -152,7 +160,8 @@ class Gateway:
             if ctx.usage is not None and ctx.price is not None:
                 ctx.cost = cost_usd(ctx.usage, ctx.price)
             if ctx.reservation is not None:
-                self.limiter.settle_soon(ctx.reservation, ctx.usage)
+                # Tokens are charged as a provider billed them: nothing for an answer no provider made.
+                self.limiter.settle_soon(ctx.reservation, ctx.usage if ctx.billed else None)
             metrics.observe(ctx)
             accesslog.write(ctx, self.capture_limit)
 
@@ -221,16 +230,19 @@ class Gateway:
                 route=ctx.route,
                 requested_model=call.model,
                 headers=request.headers,
+                protocol=protocol.name if protocol is not None else "",
                 response_headers=ctx.response_headers,
             )
             ctx.notes = exchange.notes
             call, answer, filters = await pipeline.run(call, exchange)
         if answer is None:
-            assert self._upstream is not None
             try:
-                answer = await self._upstream.forward(call, match.rule, snapshot, request_id=ctx.request_id)
-            except UpstreamError as error:
-                ctx.attempts = error.attempts
+                answer = await self.upstream.forward(call, match.rule, snapshot, request_id=ctx.request_id)
+            except BaseException as error:
+                if isinstance(error, UpstreamError):
+                    ctx.attempts = error.attempts
+                for f in filters:  # every filter is closed exactly once, also when no answer came
+                    f.close(False)
                 raise
         _record_answer(ctx, answer)
         return await relay.send(request, ctx, answer, filters, protocol, _answer_headers(ctx, answer))
@@ -276,6 +288,7 @@ def _record_answer(ctx: RequestContext, answer: Answer) -> None:
     """What the access log and metrics learn from the answer."""
     ctx.attempts = answer.attempts
     served = answer.served
+    ctx.billed = served is not None  # a stage's reply (a cache hit, a block) cost no provider tokens
     if served is not None:
         ctx.pool, ctx.served_model, ctx.key_index, ctx.price = served.pool, served.model, served.key_index, served.price
     else:

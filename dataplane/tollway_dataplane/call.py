@@ -57,6 +57,11 @@ class Call:
     stream: bool
     client_wants_usage: bool  # stream_options.include_usage was set by the caller
     native: NativeBody | None = None  # the caller's own body, when it spoke another protocol
+    # Hints for translators, set by stages: a value a provider may use, never forced on one that would refuse it.
+    prompt_cache_key: str | None = None  # OpenAI's prompt-cache routing key, for `openai` pools
+
+    def with_hints(self, *, prompt_cache_key: str | None) -> Call:
+        return replace(self, prompt_cache_key=prompt_cache_key)
 
     def with_body(self, body: dict[str, Any]) -> Call:
         """The same call with another chat body (the native body, if any, is left as it is)."""

@@ -41,6 +41,7 @@ class RequestContext:
     response_headers: dict[str, str] = field(default_factory=dict)  # added to every answer (rate-limit state)
     price: Price | None = None  # the serving pool's price for the served model
     cost: float | None = None  # USD, once usage is known
+    billed: bool = True  # False when no provider made the answer (a stage replied): limits charge no tokens
     capture: bool = False  # keep prompt and completion text for the access log
     prompt: str | None = None
     completion: str | None = None

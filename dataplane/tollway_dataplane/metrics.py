@@ -75,6 +75,52 @@ FALLBACKS = Counter(
 UPSTREAM_ERRORS = Counter(
     "tollway_upstream_errors", "Failed upstream attempts.", ("pool", "key_index", "reason"), registry=REGISTRY
 )
+CACHE_LOOKUPS = Counter(
+    "tollway_cache_lookups",
+    "Response cache lookups, by result: hit, semantic_hit, miss, bypass (the caller said no-store or no-cache), "
+    "error (the store did not answer: served as a miss).",
+    ("route", "result"),
+    registry=REGISTRY,
+)
+CACHE_LOOKUP_SECONDS = Histogram(
+    "tollway_cache_lookup_seconds",
+    "Time to decide a cache lookup (semantic: the embedding call included).",
+    ("route", "mode"),
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
+CACHE_STORES = Counter(
+    "tollway_cache_stores",
+    "Answers offered to the cache, by outcome: stored, or why not (incomplete, finish_reason, tool_calls, too_large, "
+    "altered, error).",
+    ("route", "outcome"),
+    registry=REGISTRY,
+)
+CACHE_SAVED_TOKENS = Counter(
+    "tollway_cache_saved_tokens",
+    "Tokens answered from the cache instead of a provider.",
+    ("route", "kind"),
+    registry=REGISTRY,
+)
+CACHE_SAVED_COST = Counter(
+    "tollway_cache_saved_cost_usd",
+    "What the answers served from the cache cost when they were made.",
+    ("route",),
+    registry=REGISTRY,
+)
+CACHE_SHADOW = Counter(
+    "tollway_cache_shadow",
+    "Shadow mode: semantic hits that would have been served (would_hit), and how the real answer compared with "
+    "the would-be hit (agree: same text or similar enough, disagree).",
+    ("route", "outcome"),
+    registry=REGISTRY,
+)
+COALESCED = Counter(
+    "tollway_cache_coalesced",
+    "Requests answered by waiting on an identical request in flight.",
+    ("route",),
+    registry=REGISTRY,
+)
 IN_FLIGHT = Gauge("tollway_in_flight_requests", "Requests being served.", registry=REGISTRY)
 IN_FLIGHT_STREAMS = Gauge("tollway_in_flight_streams", "Streams being relayed.", registry=REGISTRY)
 CONFIG_GENERATION = Gauge("tollway_config_generation", "Generation of the loaded config.", registry=REGISTRY)
@@ -130,6 +176,27 @@ class BenchedKeys(Collector):
 
 BENCHED_KEYS = BenchedKeys()
 REGISTRY.register(BENCHED_KEYS)
+
+
+class CacheSize(Collector):
+    """Entries and bytes the response cache holds in this process; read at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], tuple[int, int]] = lambda: (0, 0)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        entries, size = self.source()
+        yield GaugeMetricFamily("tollway_cache_entries", "Response cache entries held by this process.", value=entries)
+        yield GaugeMetricFamily(
+            "tollway_cache_bytes", "Bytes of response cache entries held by this process.", value=size
+        )
+
+
+CACHE_SIZE = CacheSize()
+REGISTRY.register(CACHE_SIZE)
 
 
 SKIPPED = ("all-keys-benched", "unsupported")

@@ -17,6 +17,7 @@ from . import accesslog, metrics
 from .app import Gateway
 from .ratelimit.backends import LimitBackend, MemoryBackend, RedisBackend
 from .sources import ConfigSource, Reloader
+from .stages.cache.store import MemoryStore
 
 log = logging.getLogger("tollway.server")
 
@@ -35,6 +36,7 @@ class ServerOptions:
     log_text: bool = False  # prompts and completions in the access log (redacted and truncated)
     log_text_limit: int = 2000
     max_body_bytes: int | None = None  # request body limit; default: the config's (10 MiB)
+    cache_max_bytes: int = 256 * 1024 * 1024  # the in-process response cache's bound (without Redis)
 
 
 def metrics_app() -> web.Application:
@@ -57,6 +59,7 @@ class RunningGateway:
             capture_text=options.log_text,
             capture_limit=options.log_text_limit,
             max_body_bytes=options.max_body_bytes,
+            cache_store=MemoryStore(options.cache_max_bytes),
         )
         self.reloader = Reloader(self.gateway, source, options.reload_interval)
         self._runner = web.AppRunner(self.gateway.make_app(), access_log=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tollway_contract.model import GatewayConfig, RateLimit, Rule, SecretsConfig
 
@@ -15,6 +16,10 @@ from .routing import Router
 from .stages import pipeline_for
 from .stages.base import StageServices
 from .stages.pipeline import Pipeline
+from .upstream import PoolModels, Upstream
+
+if TYPE_CHECKING:
+    from .stages.cache.store import CacheStore
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,14 @@ class Snapshot:
 
     @classmethod
     def build(
-        cls, config: GatewayConfig, secrets: SecretsConfig, registry: KeyStateRegistry, generation: int
+        cls,
+        config: GatewayConfig,
+        secrets: SecretsConfig,
+        registry: KeyStateRegistry,
+        generation: int,
+        *,
+        upstream: Upstream | None = None,
+        cache_store: CacheStore | None = None,
     ) -> Snapshot:
         key_values = dict(secrets.keys)
         pools = {p.name: PoolRuntime(p, key_values, registry) for p in config.pools}
@@ -55,7 +67,9 @@ class Snapshot:
             for route in rate_limit.routes:
                 limits_by_route.setdefault(route, []).append(rate_limit)
         registry.forget_except({k.id for p in pools.values() for k in p.keys})
-        services = StageServices(pools=pools)
+        translators = {name: translator_for(p.config.provider) for name, p in pools.items()}
+        models = PoolModels(upstream, pools, translators) if upstream is not None else None
+        services = StageServices(pools=pools, models=models, cache_store=cache_store)
         pipelines = {}
         for configured in config.routes:
             for rule in configured.rules:
@@ -67,7 +81,7 @@ class Snapshot:
             auth=Authenticator(config.consumers),
             router=Router(config.routes),
             pools=pools,
-            translators={name: translator_for(p.config.provider) for name, p in pools.items()},
+            translators=translators,
             generation=generation,
             limits_by_route={route: tuple(limits) for route, limits in limits_by_route.items()},
             pipelines=pipelines,

@@ -25,7 +25,6 @@ from tollway_contract.model import GatewayConfig, SecretsConfig
 
 from . import metrics
 from .app import Gateway
-from .snapshot import Snapshot
 
 log = logging.getLogger("tollway.config")
 
@@ -131,7 +130,7 @@ class Reloader:
         current = self.gateway.snapshot
         if current is not None and current.hash == loaded.config.hash and loaded.config.hash:
             return False
-        snapshot = Snapshot.build(loaded.config, loaded.secrets, self.gateway.registry, self.gateway.next_generation())
+        snapshot = self.gateway.build_snapshot(loaded.config, loaded.secrets)
         self.gateway.install(snapshot)
         for note in (*loaded.notes, *snapshot.warnings):
             log.warning("config note: %s", note)

@@ -15,16 +15,16 @@ import math
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
-from tollway_contract.model import Backend, Rule, Timeouts
+from tollway_contract.model import Backend, Retry, Rule, Timeouts
 
 from .answer import Answer, AttemptRecord, Served, StreamInterrupted
 from .call import Call
 from .errors import GatewayError
 from .pools import PoolKeyRuntime, PoolRuntime
 from .providers.base import InvalidResponse, ProviderError, StreamFailed, StreamTranslator, Translator
-from .snapshot import Snapshot
 from .timeouts import effective
 from .usage import Usage, estimate_input_tokens
 
@@ -112,18 +112,28 @@ def _classify(status: int) -> str:
     return "4xx"
 
 
-class Upstream:
-    def __init__(self, session: aiohttp.ClientSession):
-        self.session = session
+class Backends(Protocol):
+    """The pools of a config and their translators (a snapshot is one)."""
 
-    async def forward(self, call: Call, rule: Rule, snapshot: Snapshot, *, request_id: str = "") -> Answer:
+    @property
+    def pools(self) -> Mapping[str, PoolRuntime]: ...
+
+    @property
+    def translators(self) -> Mapping[str, Translator | None]: ...
+
+
+class Upstream:
+    def __init__(self, session: aiohttp.ClientSession | None = None):
+        self.session: aiohttp.ClientSession = session  # type: ignore[assignment]  # set when the gateway starts
+
+    async def forward(self, call: Call, rule: Rule, backends: Backends, *, request_id: str = "") -> Answer:
         """The first answer any backend gives, or UpstreamError with every attempt."""
         attempts: list[AttemptRecord] = []
         last: Failure | None = None
         benched_pools: list[PoolRuntime] = []
         for backend in plan_backends(rule):
-            pool = snapshot.pools[backend.pool]
-            translator = snapshot.translators[backend.pool]
+            pool = backends.pools[backend.pool]
+            translator = backends.translators[backend.pool]
             model = backend.model or call.model
             if translator is None:
                 last = Failure("unsupported", 502, f"provider {pool.config.provider!r} is not supported")
@@ -235,6 +245,20 @@ class Upstream:
                     key.state.in_flight -= 1
                 if response is not None:
                     response.close()  # a no-op when fully read; otherwise it tells the provider to stop generating
+
+
+@dataclass(frozen=True, slots=True)
+class PoolModels:
+    """Model calls a stage makes (an embedding, a judge, a query rewrite) through a named pool, so they get the
+    pool's keys, timeouts, cooldowns and retries exactly as caller requests do. Implements stages' ModelCaller."""
+
+    upstream: Upstream
+    pools: Mapping[str, PoolRuntime]
+    translators: Mapping[str, Translator | None]
+
+    async def call(self, pool: str, call: Call, *, request_id: str = "") -> Answer:
+        rule = Rule(models=(call.model,), backends=(Backend(pool=pool),), retry=Retry(attempts=1))
+        return await self.upstream.forward(call, rule, self, request_id=request_id)
 
 
 class UpstreamStream:

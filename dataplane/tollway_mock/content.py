@@ -8,8 +8,6 @@ import re
 import struct
 from collections.abc import Sequence
 
-import orjson
-
 DEFAULT_TEXT = "Hello from the Tollway mock model."
 
 # Word-sized pieces that keep their leading whitespace, so joining the pieces gives back the text.
@@ -50,14 +48,27 @@ def estimate_tokens(characters: int) -> int:
 
 
 def embedding(item: str | Sequence[int], dimensions: int) -> list[float]:
-    """A unit vector derived from a hash of the input: equal inputs embed equally across runs."""
-    seed = item.encode() if isinstance(item, str) else orjson.dumps(list(item))
-    values: list[float] = []
-    block = 0
-    while len(values) < dimensions:
-        digest = hashlib.sha256(seed + block.to_bytes(4, "big")).digest()
-        values.extend(word / 2**31 - 1.0 for word in struct.unpack(">8I", digest))
-        block += 1
-    del values[dimensions:]
+    """A unit vector that makes similar texts similar: the sum of one pseudo-random vector per word (token ids
+    count as words), weighted by how often the word occurs. Equal inputs embed equally across runs; texts that
+    share most of their words have a cosine near 1, unrelated ones near 0 (with enough dimensions)."""
+    words = _WORD.findall(item.lower()) if isinstance(item, str) else [str(token) for token in item]
+    values = [0.0] * dimensions
+    for word in words or [""]:
+        for i, v in enumerate(_word_vector(word, dimensions)):
+            values[i] += v
     norm = math.sqrt(sum(v * v for v in values)) or 1.0
     return [v / norm for v in values]
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _word_vector(word: str, dimensions: int) -> list[float]:
+    values: list[float] = []
+    block = 0
+    seed = word.encode()
+    while len(values) < dimensions:
+        digest = hashlib.sha256(seed + block.to_bytes(4, "big")).digest()
+        values.extend(w / 2**31 - 1.0 for w in struct.unpack(">8I", digest))
+        block += 1
+    return values[:dimensions]

@@ -20,16 +20,19 @@ from .base import ProviderError, StreamState, UpstreamRequest, answer_object
 _DONE = b"[DONE]"
 
 
-def rewrite_body(call: Call, model: str) -> bytes:
+def rewrite_body(call: Call, model: str, *, prompt_cache_key: bool = False) -> bytes:
     """The body to send: the caller's bytes when nothing changes, else a re-encoded copy."""
     needs_usage = call.stream and not call.client_wants_usage and call.endpoint != "embeddings"
-    if model == call.model and not needs_usage:
+    cache_key = call.prompt_cache_key if prompt_cache_key and "prompt_cache_key" not in call.body else None
+    if model == call.model and not needs_usage and cache_key is None:
         return call.raw
     body = dict(call.body)
     body["model"] = model
     if needs_usage:
         options = body.get("stream_options")
         body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    if cache_key is not None:
+        body["prompt_cache_key"] = cache_key
     return orjson.dumps(body)
 
 
@@ -121,7 +124,9 @@ class OpenAITranslator:
         headers = {"Content-Type": "application/json", **dict(pool.config.headers), **self.auth_headers(key)}
         if call.stream:
             headers["Accept"] = "text/event-stream"
-        return UpstreamRequest(url=self.url(call, pool, model), headers=headers, body=rewrite_body(call, model))
+        # Only OpenAI itself is known to take prompt_cache_key; a compatible server may refuse an unknown field.
+        body = rewrite_body(call, model, prompt_cache_key=pool.config.provider == "openai")
+        return UpstreamRequest(url=self.url(call, pool, model), headers=headers, body=body)
 
     def translate_response(self, call: Call, body: bytes) -> tuple[bytes, Usage | None]:
         return body, usage_from_openai(answer_object(body).get("usage"))

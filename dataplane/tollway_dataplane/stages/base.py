@@ -24,11 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..answer import Answer
 from ..call import Call
 from ..pools import PoolRuntime
+
+if TYPE_CHECKING:
+    from .cache.store import CacheStore
 
 
 @dataclass(slots=True)
@@ -40,8 +43,10 @@ class Exchange:
     route: str
     requested_model: str
     headers: Mapping[str, str]  # the caller's request headers
+    protocol: str = ""  # the caller's protocol when it is not OpenAI ("anthropic", ...)
     notes: dict[str, Any] = field(default_factory=dict)  # access-log fields by stage ("cache", "guardrail", ...)
     response_headers: dict[str, str] = field(default_factory=dict)  # added to the caller's answer
+    answer_altered: bool = False  # a filter changed or cut the answer's content (a mask, a block): never cached
 
 
 class ResponseFilter(Protocol):
@@ -111,12 +116,21 @@ class Step:
 CONTINUE = Step()
 
 
+class ModelCaller(Protocol):
+    async def call(self, pool: str, call: Call, *, request_id: str = "") -> Answer:
+        """The pool's answer to `call` (UpstreamError when every attempt failed)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class StageServices:
-    """What a stage may use when it is built: the snapshot's pools (a stage that calls a model, an embedding or a
-    judge, goes through a pool, so it gets keys, timeouts and cooldowns like any request)."""
+    """What a stage may use when it is built. A stage that calls a model (an embedding, a judge) goes through a
+    pool with `models`, so it gets keys, timeouts and cooldowns like any request; `cache_store` is the process's
+    response store (Redis when the gateway has one), shared by every snapshot so entries survive reloads."""
 
     pools: Mapping[str, PoolRuntime] = field(default_factory=dict)
+    models: ModelCaller | None = None
+    cache_store: CacheStore | None = None
 
 
 class Stage(Protocol):
