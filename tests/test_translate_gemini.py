@@ -238,6 +238,7 @@ def test_text_stream_usage_from_the_last_metadata(step: int | None) -> None:
         "completion_tokens": 12 + 32,
         "total_tokens": 52,
         "prompt_tokens_details": {"cached_tokens": 4},
+        "completion_tokens_details": {"reasoning_tokens": 32},  # thinking, counted in the completion too
     }
     usage = stream.state.usage
     assert usage is not None and not usage.estimated and (usage.input_tokens, usage.output_tokens) == (8, 44)
