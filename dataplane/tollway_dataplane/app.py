@@ -21,7 +21,8 @@ from . import accesslog, metrics, relay
 from .answer import Answer
 from .call import CHAT, COMPLETIONS, EMBEDDINGS
 from .caller.anthropic import ANTHROPIC
-from .caller.base import CallerProtocol
+from .caller.base import AnswerProtocol, CallerContext, CallerProtocol
+from .caller.responses_store import MemoryResponseStore, ResponseStore
 from .capture import prompt_text
 from .context import RequestContext
 from .errors import GatewayError
@@ -61,7 +62,9 @@ class Gateway:
         capture_text: bool = False,
         capture_limit: int = 2000,
         max_body_bytes: int | None = None,
+        responses: ResponseStore | None = None,
     ) -> None:
+        self.responses = responses or MemoryResponseStore()  # the Responses API's kept responses
         self.limiter = RateLimiter(limit_backend or MemoryBackend(), on_limited=metrics.rate_limited)
         self.capture_text = capture_text  # prompts and completions in the access log (redacted, truncated)
         self.capture_limit = capture_limit
@@ -96,6 +99,7 @@ class Gateway:
     async def stop(self, app: web.Application) -> None:
         await self.limiter.drain()
         await self.limiter.backend.close()
+        await self.responses.close()
         if self._session is not None:
             await self._session.close()
 
@@ -167,7 +171,7 @@ class Gateway:
                 if method != "POST":
                     raise GatewayError(405, f"Use POST for {path}.", "method_not_allowed", headers={"Allow": "POST"})
                 ctx.endpoint = endpoint
-                return await self._proxy(request, ctx, snapshot, path[: -len(suffix)] or "/", endpoint)
+                return await self._proxy(request, ctx, snapshot, path[: -len(suffix)] or "/", endpoint, protocol)
         if path.endswith("/models") or "/models/" in path:
             if method != "GET":
                 raise GatewayError(405, f"Use GET for {path}.", "method_not_allowed", headers={"Allow": "GET"})
@@ -177,7 +181,13 @@ class Gateway:
     # -- endpoints -------------------------------------------------------------------------------------------
 
     async def _proxy(
-        self, request: web.Request, ctx: RequestContext, snapshot: Snapshot, prefix: str, endpoint: str
+        self,
+        request: web.Request,
+        ctx: RequestContext,
+        snapshot: Snapshot,
+        prefix: str,
+        endpoint: str,
+        protocol: CallerProtocol | None,
     ) -> web.StreamResponse:
         """auth -> intake (the caller's protocol -> one canonical call) -> route -> limits -> stages -> upstream
         -> response filters. The order is fixed here; what a route adds lives in its stages."""
@@ -185,11 +195,17 @@ class Gateway:
         ctx.consumer = consumer.name
         raw = await read_body(request, self.max_body_bytes or snapshot.config.settings.max_body_bytes)
         body = parse_body(raw)
-        protocol = ctx.protocol
+        answers: AnswerProtocol | None = None
+        native = None
         if protocol is not None:
-            body = protocol.to_chat(body)  # raises GatewayError(400) naming the problem
+            # The caller's protocol -> a chat body (GatewayError(400) naming the problem), the caller's own body
+            # for pools that speak it, and what writes this request's answers.
+            intake = await protocol.intake(body, CallerContext(consumer.name, self.responses))
+            body, native, answers = intake.chat, intake.native, intake.answers
+            ctx.protocol = answers
+            ctx.notes = dict(intake.notes) if intake.notes else None
             raw = orjson.dumps(body)
-        call = make_call(endpoint, body, raw)
+        call = make_call(endpoint, body, raw, native)
         if self.capture_text:
             ctx.capture = True
             ctx.prompt = prompt_text(call.body)
@@ -222,6 +238,7 @@ class Gateway:
                 requested_model=call.model,
                 headers=request.headers,
                 response_headers=ctx.response_headers,
+                notes=ctx.notes or {},
             )
             ctx.notes = exchange.notes
             call, answer, filters = await pipeline.run(call, exchange)
@@ -233,7 +250,7 @@ class Gateway:
                 ctx.attempts = error.attempts
                 raise
         _record_answer(ctx, answer)
-        return await relay.send(request, ctx, answer, filters, protocol, _answer_headers(ctx, answer))
+        return await relay.send(request, ctx, answer, filters, answers, _answer_headers(ctx, answer))
 
     def _models(self, request: web.Request, ctx: RequestContext, snapshot: Snapshot) -> web.Response:
         consumer, _ = snapshot.auth.authenticate(request.headers, request.remote)
