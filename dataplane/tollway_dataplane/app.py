@@ -22,6 +22,7 @@ from .answer import Answer
 from .call import CHAT, COMPLETIONS, EMBEDDINGS
 from .caller.anthropic import ANTHROPIC
 from .caller.base import AnswerProtocol, CallerContext, CallerProtocol
+from .caller.responses import RESPONSES
 from .caller.responses_store import MemoryResponseStore, ResponseStore
 from .capture import prompt_text
 from .context import RequestContext
@@ -44,7 +45,9 @@ _ENTRIES: tuple[tuple[str, str, CallerProtocol | None], ...] = (
     ("/completions", COMPLETIONS, None),
     ("/embeddings", EMBEDDINGS, None),
     ("/messages", CHAT, ANTHROPIC),
+    ("/responses", CHAT, RESPONSES),
 )
+_STORED = "/responses/"  # GET and DELETE {prefix}/responses/{id}: responses kept for previous_response_id
 
 
 def new_request_id() -> str:
@@ -172,6 +175,9 @@ class Gateway:
                     raise GatewayError(405, f"Use POST for {path}.", "method_not_allowed", headers={"Allow": "POST"})
                 ctx.endpoint = endpoint
                 return await self._proxy(request, ctx, snapshot, path[: -len(suffix)] or "/", endpoint, protocol)
+        if _STORED in path:
+            ctx.protocol = RESPONSES
+            return await self._stored_response(request, ctx, snapshot)
         if path.endswith("/models") or "/models/" in path:
             if method != "GET":
                 raise GatewayError(405, f"Use GET for {path}.", "method_not_allowed", headers={"Allow": "GET"})
@@ -251,6 +257,27 @@ class Gateway:
                 raise
         _record_answer(ctx, answer)
         return await relay.send(request, ctx, answer, filters, answers, _answer_headers(ctx, answer))
+
+    async def _stored_response(self, request: web.Request, ctx: RequestContext, snapshot: Snapshot) -> web.Response:
+        """GET or DELETE a kept response: the caller's own only (another consumer's id is not found)."""
+        if ctx.method not in ("GET", "DELETE"):
+            raise GatewayError(
+                405, f"Use GET or DELETE for {ctx.path}.", "method_not_allowed", headers={"Allow": "GET, DELETE"}
+            )
+        consumer, _ = snapshot.auth.authenticate(request.headers, request.remote)
+        ctx.consumer = consumer.name
+        response_id = ctx.path.rsplit(_STORED, 1)[1]
+        missing = GatewayError(404, f"No response found with id '{response_id}'.", "response_not_found")
+        if ctx.method == "DELETE":
+            if not await self.responses.delete(consumer.name, response_id):
+                raise missing
+            ctx.status = 200
+            return _json({"id": response_id, "object": "response.deleted", "deleted": True}, ctx.request_id)
+        stored = await self.responses.get(consumer.name, response_id)
+        if stored is None:
+            raise missing
+        ctx.status = 200
+        return _json(stored.response, ctx.request_id)
 
     def _models(self, request: web.Request, ctx: RequestContext, snapshot: Snapshot) -> web.Response:
         consumer, _ = snapshot.auth.authenticate(request.headers, request.remote)

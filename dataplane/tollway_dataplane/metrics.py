@@ -28,7 +28,9 @@ CACHED_INPUT_TOKENS = Counter(
 )
 OUTPUT_TOKENS = Counter("tollway_output_tokens", "Output (completion) tokens.", _TRAFFIC, registry=REGISTRY)
 REASONING_TOKENS = Counter(
-    "tollway_reasoning_tokens", "Output tokens the model spent reasoning (counted in output too).", _TRAFFIC,
+    "tollway_reasoning_tokens",
+    "Output tokens the model spent reasoning (counted in output too).",
+    _TRAFFIC,
     registry=REGISTRY,
 )
 ESTIMATED_USAGE = Counter(
@@ -78,6 +80,12 @@ FALLBACKS = Counter(
 )
 UPSTREAM_ERRORS = Counter(
     "tollway_upstream_errors", "Failed upstream attempts.", ("pool", "key_index", "reason"), registry=REGISTRY
+)
+RESPONSES_DROPPED = Counter(
+    "tollway_responses_dropped",
+    "Parts of /responses requests that Chat Completions cannot express (left out for translated pools).",
+    ("kind", "type"),
+    registry=REGISTRY,
 )
 IN_FLIGHT = Gauge("tollway_in_flight_requests", "Requests being served.", registry=REGISTRY)
 IN_FLIGHT_STREAMS = Gauge("tollway_in_flight_streams", "Streams being relayed.", registry=REGISTRY)
