@@ -49,8 +49,18 @@ def _run(args: argparse.Namespace) -> int:
         log_text=args.log_prompts,
         log_text_limit=args.log_text_limit,
         max_body_bytes=args.max_body_bytes,
+        responses_ttl=args.responses_ttl,
     )
     return run(source, options)
+
+
+def _duration(text: str) -> float:
+    from tollway_operator.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _redis_password(path: str | None) -> str | None:
@@ -144,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-text-limit", type=int, default=2000, help="characters of prompt/completion to keep")
     run.add_argument(
         "--max-body-bytes", type=int, default=None, help="request body limit in bytes (default 10 MiB); over it: 413"
+    )
+    run.add_argument(
+        "--responses-ttl",
+        type=_duration,
+        default="1h",
+        metavar="DURATION",
+        help="how long /v1/responses answers are kept for previous_response_id and GET (default 1h)",
     )
     run.add_argument("--log-level", default="info")
     run.add_argument("--no-access-log", action="store_true")
