@@ -67,7 +67,8 @@ class Gateway:
         max_body_bytes: int | None = None,
         responses: ResponseStore | None = None,
     ) -> None:
-        self.responses = responses or MemoryResponseStore()  # the Responses API's kept responses
+        # The Responses API's kept responses (previous_response_id, GET and DELETE /responses/{id}).
+        self.responses = responses if responses is not None else MemoryResponseStore()
         self.limiter = RateLimiter(limit_backend or MemoryBackend(), on_limited=metrics.rate_limited)
         self.capture_text = capture_text  # prompts and completions in the access log (redacted, truncated)
         self.capture_limit = capture_limit

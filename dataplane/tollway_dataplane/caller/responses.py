@@ -301,14 +301,14 @@ def _function(tool: dict[str, Any], namespace: str | None, field: str, conversio
 
 
 def _tool_choice(choice: Any, conversion: Conversion) -> Any:
-    if choice is None or choice in _HOSTED_CHOICES:
+    if choice is None or (isinstance(choice, str) and choice in _HOSTED_CHOICES):
         return choice
     kind = choice.get("type") if isinstance(choice, dict) else None
     if kind == "function" and isinstance(choice.get("name"), str):
         namespace = choice.get("namespace")
         name = flat_name(namespace, choice["name"]) if isinstance(namespace, str) and namespace else choice["name"]
         return {"type": "function", "function": {"name": name}}
-    if kind == "allowed_tools" and choice.get("mode") in _HOSTED_CHOICES:
+    if kind == "allowed_tools" and isinstance(choice.get("mode"), str) and choice["mode"] in _HOSTED_CHOICES:
         return choice["mode"]  # the provider sees every tool; the mode still applies
     if isinstance(kind, str):
         conversion.drop(f"tool_choice:{kind}")  # a hosted tool, dropped with it

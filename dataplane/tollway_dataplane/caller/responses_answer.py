@@ -122,12 +122,13 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
 
 
 def _tool_choice(choice: Any) -> Any:
-    if choice in _CHOICES:
+    if isinstance(choice, str) and choice in _CHOICES:
         return choice
     kind = choice.get("type") if isinstance(choice, dict) else None
     if kind == "function" and isinstance(choice.get("name"), str):
         return {"type": "function", "name": choice["name"]}
-    if kind == "allowed_tools" and choice.get("mode") in _CHOICES and isinstance(choice.get("tools"), list):
+    mode = choice.get("mode") if isinstance(choice, dict) else None
+    if kind == "allowed_tools" and isinstance(mode, str) and mode in _CHOICES and isinstance(choice.get("tools"), list):
         tools = [
             {"type": "function", "name": t["name"]}
             for t in choice["tools"]
@@ -512,7 +513,9 @@ class ResponsesAnswers:
         seq = self.filter.sequence if self.filter is not None else 0
         error = {"type": "server_error", "code": code, "message": message, "param": None}
         # The OpenAI SDK reads code and message at the top; the Open Responses specification nests them.
-        return sse({"type": "error", "sequence_number": seq, **error, "error": error})
+        return sse(
+            {"type": "error", "sequence_number": seq, "code": code, "message": message, "param": None, "error": error}
+        )
 
 
 class ResponsesFilter(PassFilter):

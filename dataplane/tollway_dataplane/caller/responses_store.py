@@ -101,7 +101,8 @@ class MemoryResponseStore:
     async def close(self) -> None:
         return None
 
-    def __len__(self) -> int:
+    @property
+    def entries(self) -> int:
         return len(self._entries)
 
     def _drop(self, key: tuple[str, str]) -> bool:
