@@ -44,16 +44,11 @@ async def responses(exchange: Exchange) -> web.StreamResponse:
     record_id = exchange.record.id
     output_tokens = len(pieces) + (content.estimate_tokens(len(call.arguments)) if call is not None else 0)
     usage = _usage(behaviour, content.estimate_tokens(_prompt_chars(body)), output_tokens)
-    response: dict[str, Any] = {
-        "id": f"resp_mock_{record_id}",
-        "object": "response",
-        "created_at": int(exchange.record.received_at),
-        "status": "incomplete" if cut else "completed",
-        "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
-        "model": model,
-        "output": [],
-        "usage": usage,
-    }
+    response = _envelope(body, f"resp_mock_{record_id}", int(exchange.record.received_at), model)
+    response["status"] = "incomplete" if cut else "completed"
+    response["incomplete_details"] = {"reason": "max_output_tokens"} if cut else None
+    response["completed_at"] = None if cut else response["created_at"]
+    response["usage"] = usage
     message = {
         "id": f"msg_mock_{record_id}",
         "type": "message",
@@ -82,6 +77,52 @@ async def responses(exchange: Exchange) -> web.StreamResponse:
 
 
 ROUTES = (Route("POST", re.compile(r"/responses$"), responses, openai.DIALECT),)
+
+
+def _envelope(body: dict[str, Any], response_id: str, created_at: int, model: str) -> dict[str, Any]:
+    """Every field of a response object, echoing the request the way the OpenAI API does."""
+
+    def given(name: str, default: Any) -> Any:
+        value = body.get(name)
+        return default if value is None else value
+
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "completed_at": None,
+        "status": "in_progress",
+        "incomplete_details": None,
+        "model": model,
+        "previous_response_id": None,
+        "instructions": body.get("instructions") if isinstance(body.get("instructions"), str) else None,
+        "output": [],
+        "error": None,
+        "tools": [
+            {"description": None, "parameters": None, "strict": None, **tool}
+            for tool in given("tools", [])
+            if isinstance(tool, dict) and tool.get("type") == "function"
+        ],
+        "tool_choice": given("tool_choice", "auto"),
+        "truncation": given("truncation", "disabled"),
+        "parallel_tool_calls": given("parallel_tool_calls", True),
+        "text": given("text", {"format": {"type": "text"}}),
+        "top_p": given("top_p", 1.0),
+        "presence_penalty": given("presence_penalty", 0.0),
+        "frequency_penalty": given("frequency_penalty", 0.0),
+        "top_logprobs": given("top_logprobs", 0),
+        "temperature": given("temperature", 1.0),
+        "reasoning": {"effort": None, "summary": None, **given("reasoning", {})},
+        "usage": None,
+        "max_output_tokens": body.get("max_output_tokens"),
+        "max_tool_calls": body.get("max_tool_calls"),
+        "store": given("store", True),
+        "background": False,
+        "service_tier": "default",
+        "metadata": given("metadata", {}),
+        "safety_identifier": body.get("safety_identifier"),
+        "prompt_cache_key": body.get("prompt_cache_key"),
+    }
 
 
 def _usage(behaviour: Behaviour, input_tokens: int, output_tokens: int) -> dict[str, Any] | None:
