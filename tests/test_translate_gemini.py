@@ -93,6 +93,12 @@ def test_generation_config_and_json_output() -> None:
     }
 
 
+@pytest.mark.parametrize(("effort", "budget"), [("none", 0), ("low", 1024), ("medium", 8192), ("high", 24576)])
+def test_reasoning_effort_is_a_thinking_budget(effort: str, budget: int) -> None:
+    config = generate_request(chat(reasoning_effort=effort))["generationConfig"]
+    assert config == {"thinkingConfig": {"thinkingBudget": budget}}
+
+
 def test_thought_signature_goes_back_with_the_call() -> None:
     call = {
         "id": "call_1",
