@@ -177,7 +177,6 @@ class Gateway:
                 ctx.endpoint = endpoint
                 return await self._proxy(request, ctx, snapshot, path[: -len(suffix)] or "/", endpoint, protocol)
         if _STORED in path:
-            ctx.protocol = RESPONSES
             return await self._stored_response(request, ctx, snapshot)
         if path.endswith("/models") or "/models/" in path:
             if method != "GET":
