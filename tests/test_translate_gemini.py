@@ -93,6 +93,12 @@ def test_generation_config_and_json_output() -> None:
     }
 
 
+@pytest.mark.parametrize(("effort", "budget"), [("none", 0), ("low", 1024), ("medium", 8192), ("high", 24576)])
+def test_reasoning_effort_is_a_thinking_budget(effort: str, budget: int) -> None:
+    config = generate_request(chat(reasoning_effort=effort))["generationConfig"]
+    assert config == {"thinkingConfig": {"thinkingBudget": budget}}
+
+
 def test_thought_signature_goes_back_with_the_call() -> None:
     call = {
         "id": "call_1",
@@ -238,6 +244,7 @@ def test_text_stream_usage_from_the_last_metadata(step: int | None) -> None:
         "completion_tokens": 12 + 32,
         "total_tokens": 52,
         "prompt_tokens_details": {"cached_tokens": 4},
+        "completion_tokens_details": {"reasoning_tokens": 32},  # thinking, counted in the completion too
     }
     usage = stream.state.usage
     assert usage is not None and not usage.estimated and (usage.input_tokens, usage.output_tokens) == (8, 44)

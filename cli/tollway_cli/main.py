@@ -50,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
         log_text_limit=args.log_text_limit,
         max_body_bytes=args.max_body_bytes,
         cache_max_bytes=args.cache_max_bytes,
+        responses_ttl=args.responses_ttl,
     )
     return run(source, options)
 
@@ -61,6 +62,15 @@ def _size(text: str) -> int:
     if value is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 268435456 or 256Mi")
     return value
+
+
+def _duration(text: str) -> float:
+    from tollway_operator.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _redis_password(path: str | None) -> str | None:
@@ -161,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=256 * 1024 * 1024,
         metavar="BYTES",
         help="bound of the in-process response cache (e.g. 256Mi; without Redis)",
+    )
+    run.add_argument(
+        "--responses-ttl",
+        type=_duration,
+        default="1h",
+        metavar="DURATION",
+        help="how long /v1/responses answers are kept for previous_response_id and GET (default 1h)",
     )
     run.add_argument("--log-level", default="info")
     run.add_argument("--no-access-log", action="store_true")

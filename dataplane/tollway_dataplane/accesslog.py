@@ -34,6 +34,7 @@ def record(ctx: RequestContext, text_limit: int = 2000) -> dict[str, Any]:
         "input_tokens": usage.input_tokens if usage else None,
         "cached_input_tokens": usage.cached_input_tokens if usage else None,
         "output_tokens": usage.output_tokens if usage else None,
+        "reasoning_tokens": usage.reasoning_tokens if usage else None,
         "usage_estimated": usage.estimated if usage else None,
         "cost_usd": round(ctx.cost, 8) if ctx.cost is not None else None,
         "ttft_ms": round(ctx.ttft * 1000, 3) if ctx.ttft is not None else None,

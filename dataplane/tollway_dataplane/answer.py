@@ -65,6 +65,7 @@ class Served:
 # The shapes an answer can travel in through the response filters. Translated answers are always OpenAI chat;
 # a native pass-through (a protocol's request served by a pool that speaks it) keeps the provider's own shape.
 OPENAI = "openai"  # chat.completion bodies, chat.completion.chunk events
+RESPONSES = "responses"  # Responses API objects and events (a Responses request served by a pool that speaks it)
 
 
 @dataclass(slots=True)

@@ -22,7 +22,9 @@ from . import accesslog, metrics, relay
 from .answer import Answer
 from .call import CHAT, COMPLETIONS, EMBEDDINGS
 from .caller.anthropic import ANTHROPIC
-from .caller.base import CallerProtocol
+from .caller.base import AnswerProtocol, CallerContext, CallerProtocol
+from .caller.responses import RESPONSES
+from .caller.responses_store import MemoryResponseStore, ResponseStore
 from .capture import prompt_text
 from .context import RequestContext
 from .errors import GatewayError
@@ -45,7 +47,9 @@ _ENTRIES: tuple[tuple[str, str, CallerProtocol | None], ...] = (
     ("/completions", COMPLETIONS, None),
     ("/embeddings", EMBEDDINGS, None),
     ("/messages", CHAT, ANTHROPIC),
+    ("/responses", CHAT, RESPONSES),
 )
+_STORED = "/responses/"  # GET and DELETE {prefix}/responses/{id}: responses kept for previous_response_id
 
 
 def new_request_id() -> str:
@@ -64,7 +68,10 @@ class Gateway:
         capture_limit: int = 2000,
         max_body_bytes: int | None = None,
         cache_store: CacheStore | None = None,
+        responses: ResponseStore | None = None,
     ) -> None:
+        # The Responses API's kept responses (previous_response_id, GET and DELETE /responses/{id}).
+        self.responses = responses if responses is not None else MemoryResponseStore()
         self.limiter = RateLimiter(limit_backend or MemoryBackend(), on_limited=metrics.rate_limited)
         self.capture_text = capture_text  # prompts and completions in the access log (redacted, truncated)
         self.capture_limit = capture_limit
@@ -104,6 +111,7 @@ class Gateway:
     async def stop(self, app: web.Application) -> None:
         await self.limiter.drain()
         await self.limiter.backend.close()
+        await self.responses.close()
         if self._session is not None:
             await self._session.close()
 
@@ -176,7 +184,9 @@ class Gateway:
                 if method != "POST":
                     raise GatewayError(405, f"Use POST for {path}.", "method_not_allowed", headers={"Allow": "POST"})
                 ctx.endpoint = endpoint
-                return await self._proxy(request, ctx, snapshot, path[: -len(suffix)] or "/", endpoint)
+                return await self._proxy(request, ctx, snapshot, path[: -len(suffix)] or "/", endpoint, protocol)
+        if _STORED in path:
+            return await self._stored_response(request, ctx, snapshot)
         if path.endswith("/models") or "/models/" in path:
             if method != "GET":
                 raise GatewayError(405, f"Use GET for {path}.", "method_not_allowed", headers={"Allow": "GET"})
@@ -186,7 +196,13 @@ class Gateway:
     # -- endpoints -------------------------------------------------------------------------------------------
 
     async def _proxy(
-        self, request: web.Request, ctx: RequestContext, snapshot: Snapshot, prefix: str, endpoint: str
+        self,
+        request: web.Request,
+        ctx: RequestContext,
+        snapshot: Snapshot,
+        prefix: str,
+        endpoint: str,
+        protocol: CallerProtocol | None,
     ) -> web.StreamResponse:
         """auth -> intake (the caller's protocol -> one canonical call) -> route -> limits -> stages -> upstream
         -> response filters. The order is fixed here; what a route adds lives in its stages."""
@@ -194,11 +210,17 @@ class Gateway:
         ctx.consumer = consumer.name
         raw = await read_body(request, self.max_body_bytes or snapshot.config.settings.max_body_bytes)
         body = parse_body(raw)
-        protocol = ctx.protocol
+        answers: AnswerProtocol | None = None
+        native = None
         if protocol is not None:
-            body = protocol.to_chat(body)  # raises GatewayError(400) naming the problem
+            # The caller's protocol -> a chat body (GatewayError(400) naming the problem), the caller's own body
+            # for pools that speak it, and what writes this request's answers.
+            intake = await protocol.intake(body, CallerContext(consumer.name, self.responses))
+            body, native, answers = intake.chat, intake.native, intake.answers
+            ctx.protocol = answers
+            ctx.notes = dict(intake.notes) if intake.notes else None
             raw = orjson.dumps(body)
-        call = make_call(endpoint, body, raw)
+        call = make_call(endpoint, body, raw, native)
         if self.capture_text:
             ctx.capture = True
             ctx.prompt = prompt_text(call.body)
@@ -232,6 +254,7 @@ class Gateway:
                 headers=request.headers,
                 protocol=protocol.name if protocol is not None else "",
                 response_headers=ctx.response_headers,
+                notes=ctx.notes or {},
             )
             ctx.notes = exchange.notes
             call, answer, filters = await pipeline.run(call, exchange)
@@ -245,7 +268,28 @@ class Gateway:
                     f.close(False)
                 raise
         _record_answer(ctx, answer)
-        return await relay.send(request, ctx, answer, filters, protocol, _answer_headers(ctx, answer))
+        return await relay.send(request, ctx, answer, filters, answers, _answer_headers(ctx, answer))
+
+    async def _stored_response(self, request: web.Request, ctx: RequestContext, snapshot: Snapshot) -> web.Response:
+        """GET or DELETE a kept response: the caller's own only (another consumer's id is not found)."""
+        if ctx.method not in ("GET", "DELETE"):
+            raise GatewayError(
+                405, f"Use GET or DELETE for {ctx.path}.", "method_not_allowed", headers={"Allow": "GET, DELETE"}
+            )
+        consumer, _ = snapshot.auth.authenticate(request.headers, request.remote)
+        ctx.consumer = consumer.name
+        response_id = ctx.path.rsplit(_STORED, 1)[1]
+        missing = GatewayError(404, f"No response found with id '{response_id}'.", "response_not_found")
+        if ctx.method == "DELETE":
+            if not await self.responses.delete(consumer.name, response_id):
+                raise missing
+            ctx.status = 200
+            return _json({"id": response_id, "object": "response.deleted", "deleted": True}, ctx.request_id)
+        stored = await self.responses.get(consumer.name, response_id)
+        if stored is None:
+            raise missing
+        ctx.status = 200
+        return _json(stored.response, ctx.request_id)
 
     def _models(self, request: web.Request, ctx: RequestContext, snapshot: Snapshot) -> web.Response:
         consumer, _ = snapshot.auth.authenticate(request.headers, request.remote)

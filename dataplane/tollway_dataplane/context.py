@@ -12,7 +12,7 @@ from .usage import Usage
 if TYPE_CHECKING:
     from tollway_contract.model import Price
 
-    from .caller.base import CallerProtocol
+    from .caller.base import ErrorShape
     from .ratelimit.limiter import Reservation
 
 
@@ -36,7 +36,7 @@ class RequestContext:
     usage: Usage | None = None
     ttft: float | None = None  # seconds to the first streamed event
     finished: float | None = None
-    protocol: CallerProtocol | None = None  # set when the caller speaks a protocol other than OpenAI
+    protocol: ErrorShape | None = None  # set when the caller speaks a protocol other than OpenAI: its errors
     reservation: Reservation | None = None  # rate-limit reservation to settle once usage is known
     response_headers: dict[str, str] = field(default_factory=dict)  # added to every answer (rate-limit state)
     price: Price | None = None  # the serving pool's price for the served model

@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 from tollway_contract.model import DEFAULT_MAX_BODY_BYTES
 
-from .call import CHAT, COMPLETIONS, EMBEDDINGS, Call
+from .call import CHAT, COMPLETIONS, EMBEDDINGS, Call, NativeBody
 from .errors import GatewayError
 
 
@@ -52,7 +52,7 @@ def _field_error(name: str, expected: str, value: Any) -> GatewayError:
     return GatewayError(400, f"'{name}' must be {expected}, got {got}.", "invalid_type", type="invalid_request_error")
 
 
-def make_call(endpoint: str, body: dict[str, Any], raw: bytes) -> Call:
+def make_call(endpoint: str, body: dict[str, Any], raw: bytes, native: NativeBody | None = None) -> Call:
     model = body.get("model")
     if model is None:
         raise GatewayError(400, "'model' is required.", "missing_model")
@@ -82,4 +82,12 @@ def make_call(endpoint: str, body: dict[str, Any], raw: bytes) -> Call:
     if options is not None and not isinstance(options, dict):
         raise _field_error("stream_options", "an object", options)
     wants_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
-    return Call(endpoint=endpoint, body=body, raw=raw, model=model, stream=bool(stream), client_wants_usage=wants_usage)
+    return Call(
+        endpoint=endpoint,
+        body=body,
+        raw=raw,
+        model=model,
+        stream=bool(stream),
+        client_wants_usage=wants_usage,
+        native=native,
+    )

@@ -27,6 +27,12 @@ CACHED_INPUT_TOKENS = Counter(
     "tollway_cached_input_tokens", "Input tokens the provider served from its cache.", _TRAFFIC, registry=REGISTRY
 )
 OUTPUT_TOKENS = Counter("tollway_output_tokens", "Output (completion) tokens.", _TRAFFIC, registry=REGISTRY)
+REASONING_TOKENS = Counter(
+    "tollway_reasoning_tokens",
+    "Output tokens the model spent reasoning (counted in output too).",
+    _TRAFFIC,
+    registry=REGISTRY,
+)
 ESTIMATED_USAGE = Counter(
     "tollway_estimated_usage_requests",
     "Requests whose usage the provider did not report (the token counters hold an estimate for them).",
@@ -121,6 +127,12 @@ COALESCED = Counter(
     ("route",),
     registry=REGISTRY,
 )
+RESPONSES_DROPPED = Counter(
+    "tollway_responses_dropped",
+    "Parts of /responses requests that Chat Completions cannot express (left out for translated pools).",
+    ("kind", "type"),
+    registry=REGISTRY,
+)
 IN_FLIGHT = Gauge("tollway_in_flight_requests", "Requests being served.", registry=REGISTRY)
 IN_FLIGHT_STREAMS = Gauge("tollway_in_flight_streams", "Streams being relayed.", registry=REGISTRY)
 CONFIG_GENERATION = Gauge("tollway_config_generation", "Generation of the loaded config.", registry=REGISTRY)
@@ -208,7 +220,7 @@ _STATUS_CLASSES = {2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 class _Series:
     """The labelled children one (route, model, consumer, pool) writes to, looked up once instead of per request."""
 
-    __slots__ = ("cached", "cost", "duration", "estimated", "input", "output", "requests", "tps", "ttft")
+    __slots__ = ("cached", "cost", "duration", "estimated", "input", "output", "reasoning", "requests", "tps", "ttft")
 
     def __init__(self, route: str, model: str, consumer: str, pool: str):
         labels = (route, model, consumer, pool)
@@ -216,6 +228,7 @@ class _Series:
         self.input = INPUT_TOKENS.labels(*labels)
         self.output = OUTPUT_TOKENS.labels(*labels)
         self.cached = CACHED_INPUT_TOKENS.labels(*labels)
+        self.reasoning = REASONING_TOKENS.labels(*labels)
         self.estimated = ESTIMATED_USAGE.labels(route, pool)
         self.cost = COST.labels(route, model, consumer)
         self.duration = DURATION.labels(route, model)
@@ -252,6 +265,8 @@ def observe(ctx: RequestContext) -> None:
         series.output.inc(usage.output_tokens)
         if usage.cached_input_tokens:
             series.cached.inc(usage.cached_input_tokens)
+        if usage.reasoning_tokens:
+            series.reasoning.inc(usage.reasoning_tokens)
         if usage.estimated:
             series.estimated.inc()
         if ctx.cost is not None:

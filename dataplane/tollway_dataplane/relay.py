@@ -5,7 +5,8 @@ executor) go out with the headers, then each batch the upstream yields is passed
 and written; nothing is buffered beyond what a filter chooses to hold. A stream that breaks after its first
 event ends with one error event in the caller's protocol and a clean close, so a client can tell a cut answer
 from a whole one. Filters are only built when something needs them: a plain OpenAI route writes the upstream's
-events as they are.
+events as they are. The caller's protocol builds its own filter, which converts OpenAI answers and leaves an
+answer that is already in the caller's dialect (a native pass-through) as it is.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from . import metrics
 from .answer import Answer, EventSource, StreamInterrupted
-from .caller.base import CallerProtocol, ProtocolFilter
+from .caller.base import AnswerProtocol
 from .capture import CaptureFilter
 from .context import RequestContext
 from .errors import GatewayError, sse_error_event
@@ -35,7 +36,7 @@ async def send(
     ctx: RequestContext,
     answer: Answer,
     filters: Sequence[ResponseFilter],
-    protocol: CallerProtocol | None,
+    protocol: AnswerProtocol | None,
     headers: dict[str, str],
 ) -> web.StreamResponse:
     """Write the answer; `filters` are the stages' in request order, `headers` go on the response."""
@@ -44,7 +45,7 @@ async def send(
     if capture is not None:
         chain_filters.append(capture)
     if protocol is not None:
-        chain_filters.append(ProtocolFilter(protocol, answer.model))
+        chain_filters.append(protocol.answer_filter(answer))  # leaves an answer already in its dialect as it is
     chain = FilterChain(chain_filters, answer) if chain_filters else None
     try:
         if answer.stream is None:
@@ -76,7 +77,7 @@ async def _stream(
     ctx: RequestContext,
     source: EventSource,
     chain: FilterChain | None,
-    protocol: CallerProtocol | None,
+    protocol: AnswerProtocol | None,
     headers: dict[str, str],
 ) -> web.StreamResponse:
     complete = False

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import accesslog, metrics
 from .app import Gateway
+from .caller.responses_store import DEFAULT_TTL, MemoryResponseStore, RedisResponseStore, ResponseStore
 from .ratelimit.backends import LimitBackend, MemoryBackend, RedisBackend
 from .sources import ConfigSource, Reloader
 from .stages.cache.store import MemoryStore
@@ -37,6 +38,7 @@ class ServerOptions:
     log_text_limit: int = 2000
     max_body_bytes: int | None = None  # request body limit; default: the config's (10 MiB)
     cache_max_bytes: int = 256 * 1024 * 1024  # the in-process response cache's bound (without Redis)
+    responses_ttl: float = DEFAULT_TTL  # how long the Responses API's stored responses are kept
 
 
 def metrics_app() -> web.Application:
@@ -60,6 +62,7 @@ class RunningGateway:
             capture_limit=options.log_text_limit,
             max_body_bytes=options.max_body_bytes,
             cache_store=MemoryStore(options.cache_max_bytes),
+            responses=_responses_store(options),
         )
         self.reloader = Reloader(self.gateway, source, options.reload_interval)
         self._runner = web.AppRunner(self.gateway.make_app(), access_log=None)
@@ -115,6 +118,17 @@ def _limit_backend(options: ServerOptions) -> LimitBackend:
     if options.redis_url:
         return RedisBackend(options.redis_url, password=options.redis_password)
     return MemoryBackend()
+
+
+def _responses_store(options: ServerOptions) -> ResponseStore:
+    """Stored responses live where the limits do: Redis when the gateway has one (any replica continues any
+    conversation), in-process otherwise."""
+    if options.redis_url:
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(options.redis_url, password=options.redis_password)
+        return RedisResponseStore(client, ttl=options.responses_ttl)
+    return MemoryResponseStore(ttl=options.responses_ttl)
 
 
 def _bound_port(runner: web.AppRunner) -> int:

@@ -223,11 +223,13 @@ class Upstream:
             if call.stream:
                 source = UpstreamStream(response, stream, first, key, call, timeouts.idle)
                 handed_over = True
-                return Answer(stream=source, model=attempt.model, served=attempt.served())
+                return Answer(stream=source, model=attempt.model, served=attempt.served(), dialect=upstream.dialect)
             _set_idle_timeout(response, timeouts.idle)
             body, usage = translator.translate_response(call, await response.read())
             usage = usage or Usage(input_tokens=estimate_input_tokens(call.body), estimated=True)
-            return Answer(body=body, usage=usage, model=attempt.model, served=attempt.served())
+            return Answer(
+                body=body, usage=usage, model=attempt.model, served=attempt.served(), dialect=upstream.dialect
+            )
         except StreamFailed as exc:
             error = ProviderError(exc.status, exc.message, exc.type)
             return Failure(_classify(exc.status), 502, f"upstream stream failed: {exc.message}", provider_error=error)

@@ -13,6 +13,7 @@ class Usage:
     output_tokens: int = 0
     cached_input_tokens: int = 0
     estimated: bool = True
+    reasoning_tokens: int = 0  # the part of output_tokens the model spent reasoning (already counted in them)
 
     @property
     def total_tokens(self) -> int:
@@ -27,14 +28,33 @@ def usage_from_openai(data: Any) -> Usage | None:
     if not isinstance(prompt, int):
         return None
     completion = data.get("completion_tokens")
-    details = data.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
     return Usage(
         input_tokens=prompt,
         output_tokens=completion if isinstance(completion, int) else 0,
-        cached_input_tokens=cached if isinstance(cached, int) else 0,
+        cached_input_tokens=_detail(data, "prompt_tokens_details", "cached_tokens"),
         estimated=False,
+        reasoning_tokens=_detail(data, "completion_tokens_details", "reasoning_tokens"),
     )
+
+
+def usage_from_responses(data: Any) -> Usage | None:
+    """Read a Responses API `usage` object (input/output tokens and their details)."""
+    if not isinstance(data, dict) or not isinstance(data.get("input_tokens"), int):
+        return None
+    output = data.get("output_tokens")
+    return Usage(
+        input_tokens=data["input_tokens"],
+        output_tokens=output if isinstance(output, int) else 0,
+        cached_input_tokens=_detail(data, "input_tokens_details", "cached_tokens"),
+        estimated=False,
+        reasoning_tokens=_detail(data, "output_tokens_details", "reasoning_tokens"),
+    )
+
+
+def _detail(data: dict[str, Any], group: str, name: str) -> int:
+    details = data.get(group)
+    value = details.get(name) if isinstance(details, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _text_length(value: Any) -> int:

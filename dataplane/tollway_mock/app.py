@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import anthropic, gemini, openai
+from . import anthropic, gemini, openai, responses
 from .control import ControlApi
 from .dispatch import Dispatcher
 from .exchange import Route
@@ -22,7 +22,7 @@ from .script import ScriptBook
 logger = logging.getLogger("tollway_mock")
 
 # Every wire protocol the mock speaks, searched in order.
-ROUTES: tuple[Route, ...] = openai.ROUTES + anthropic.ROUTES + gemini.ROUTES
+ROUTES: tuple[Route, ...] = openai.ROUTES + responses.ROUTES + anthropic.ROUTES + gemini.ROUTES
 
 # For in-process tests that prefer the objects to the control API.
 REQUEST_LOG = web.AppKey("tollway_mock.request_log", RequestLog)

@@ -213,6 +213,8 @@ def _usage(behaviour: Behaviour, prompt_tokens: int, completion_tokens: int | No
     usage["total_tokens"] = override.get("total_tokens", sum(usage.values()))
     if "cached_tokens" in override:
         usage["prompt_tokens_details"] = {"cached_tokens": override["cached_tokens"]}
+    if "reasoning_tokens" in override:
+        usage["completion_tokens_details"] = {"reasoning_tokens": override["reasoning_tokens"]}
     return usage
 
 

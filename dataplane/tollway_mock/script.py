@@ -67,9 +67,10 @@ class Behaviour:
 
 DEFAULT_BEHAVIOUR = Behaviour()
 # cached_tokens: cache reads (OpenAI prompt_tokens_details, Anthropic cache_read_input_tokens, Gemini
-# cachedContentTokenCount); cache_creation_tokens: Anthropic's cache writes.
+# cachedContentTokenCount); cache_creation_tokens: Anthropic's cache writes; reasoning_tokens: the reasoning part
+# of the completion (OpenAI completion_tokens_details and the Responses API's output_tokens_details).
 _USAGE_FIELDS = frozenset(
-    {"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cache_creation_tokens"}
+    {"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cache_creation_tokens", "reasoning_tokens"}
 )
 _BEHAVIOUR_FIELDS = frozenset(Behaviour.__dataclass_fields__)
 

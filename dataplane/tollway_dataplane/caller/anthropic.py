@@ -25,6 +25,7 @@ import orjson
 from ..errors import GatewayError
 from ..providers.chat import obj
 from .anthropic_answer import AnthropicAnswers
+from .base import ConvertingProtocol
 
 __all__ = ["ANTHROPIC", "to_openai_request"]
 
@@ -259,7 +260,7 @@ def _tool_choice(choice: Any, out: dict[str, Any]) -> None:
         out["parallel_tool_calls"] = False
 
 
-class AnthropicProtocol(AnthropicAnswers):
+class AnthropicProtocol(AnthropicAnswers, ConvertingProtocol):
     """The Messages API as a caller's protocol: this module reads its requests, `AnthropicAnswers` writes answers."""
 
     name = "anthropic"

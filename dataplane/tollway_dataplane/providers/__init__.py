@@ -9,9 +9,9 @@ from .gemini import GeminiTranslator
 from .openai import OpenAITranslator
 
 _TRANSLATORS: dict[str, Translator] = {
-    "openai": OpenAITranslator(),
+    "openai": OpenAITranslator(responses=True),  # Responses API requests pass through natively
     "openai-compatible": OpenAITranslator(),
-    "azure-openai": AzureOpenAITranslator(),
+    "azure-openai": AzureOpenAITranslator(responses=True),
     "anthropic": AnthropicTranslator(),
     "gemini": GeminiTranslator(),
 }

@@ -2,7 +2,8 @@
 
 `POST {baseURL}/openai/deployments/{deployment}/{endpoint}?api-version={azure.apiVersion}`, authenticated with an
 `api-key` header. The deployment is the backend's (possibly rewritten) model name; bodies and streams are
-OpenAI's, so everything else is the OpenAI translator's.
+OpenAI's, so everything else is the OpenAI translator's. Responses API requests pass through natively to
+`POST {baseURL}/openai/v1/responses` (Azure's v1 API, where the body's `model` is the deployment).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ class AzureOpenAITranslator(OpenAITranslator):
         url = f"{base}/openai/deployments/{quote(model, safe='')}/{call.endpoint}"
         version = pool.config.azure_api_version
         return f"{url}?api-version={quote(version, safe='')}" if version else url
+
+    def responses_url(self, pool: PoolRuntime) -> str:
+        # The Responses API lives on Azure's v1 surface: no deployment in the path (the body's model names it).
+        return f"{pool.config.base_url.removesuffix('/openai')}/openai/v1/responses"
 
     def auth_headers(self, key: PoolKeyRuntime | None) -> dict[str, str]:
         return {"api-key": key.value} if key is not None else {}

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from ..answer import OPENAI
 from ..call import Call
 from ..pools import PoolKeyRuntime, PoolRuntime
 from ..usage import Usage
@@ -21,6 +22,7 @@ class UpstreamRequest:
     url: str
     headers: dict[str, str]
     body: bytes
+    dialect: str = OPENAI  # the shape of the answer: OpenAI chat, or the caller's own on a native pass-through
 
 
 @dataclass(slots=True)

@@ -1,5 +1,7 @@
 """An OpenAI chat request as a Gemini generateContent request.
 
+`reasoning_effort` becomes a thinking budget, as Gemini's own OpenAI-compatible endpoint maps it (low 1K,
+medium 8K, high 24K tokens; none turns thinking off): a budget is what every thinking model accepts.
 Dropped on the way: n > 1 (refused), logprobs, logit_bias, parallel_tool_calls and the OpenAI-only fields.
 Tool results name their function (Gemini matches results by name), found from the assistant's tool call ids.
 """
@@ -24,6 +26,7 @@ from .chat import (
 )
 
 _TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+_THINKING_BUDGETS = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 24576}
 _GENERATION = (
     ("temperature", "temperature"),
     ("top_p", "topP"),
@@ -62,6 +65,9 @@ def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
     stops = stop_list(body.get("stop"))
     if stops:
         config["stopSequences"] = stops
+    effort = body.get("reasoning_effort")
+    if isinstance(effort, str) and effort in _THINKING_BUDGETS:
+        config["thinkingConfig"] = {"thinkingBudget": _THINKING_BUDGETS[effort]}
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema"):
         config["responseMimeType"] = "application/json"

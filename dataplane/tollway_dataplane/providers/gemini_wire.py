@@ -39,6 +39,7 @@ def usage_from_gemini(data: Any, estimated: bool = False) -> Usage | None:
         output_tokens=_count(data, "candidatesTokenCount") + _count(data, "thoughtsTokenCount"),
         cached_input_tokens=_count(data, "cachedContentTokenCount"),
         estimated=estimated,
+        reasoning_tokens=_count(data, "thoughtsTokenCount"),
     )
 
 

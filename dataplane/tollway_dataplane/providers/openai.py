@@ -2,6 +2,11 @@
 
 The hot path: the caller's body is forwarded byte for byte unless the model is rewritten or stream usage has
 to be requested; stream events are relayed as they are, and only the usage event is ever decoded.
+
+A translator made with `responses=True` (OpenAI and Azure OpenAI pools) also serves Responses API requests
+natively: the caller's own Responses body (model rewritten) goes to the provider's `/responses` endpoint with
+the pool's key, and its answer comes back unchanged, in the caller's dialect. OpenAI-compatible servers get the
+chat translation instead: few of them implement the Responses API, and fewer implement all of it.
 """
 
 from __future__ import annotations
@@ -10,12 +15,13 @@ from typing import Any
 
 import orjson
 
-from ..answer import StreamInterrupted
+from ..answer import RESPONSES, StreamInterrupted
 from ..call import Call
 from ..pools import PoolKeyRuntime, PoolRuntime
 from ..sse import EventSplitter, event_data
-from ..usage import Usage, usage_from_openai
-from .base import ProviderError, StreamState, UpstreamRequest, answer_object
+from ..usage import Usage, usage_from_openai, usage_from_responses
+from .base import ProviderError, StreamState, StreamTranslator, UpstreamRequest, answer_object
+from .openai_responses import ResponsesStream
 
 _DONE = b"[DONE]"
 
@@ -112,27 +118,45 @@ def _ends_answer(event: bytes) -> bool:
 
 
 class OpenAITranslator:
-    """Also the base for Azure OpenAI, which differs only in URL and auth header."""
+    """Also the base for Azure OpenAI, which differs only in URLs and auth header."""
+
+    def __init__(self, responses: bool = False):
+        self.responses = responses  # serves Responses API requests natively
 
     def url(self, call: Call, pool: PoolRuntime, model: str) -> str:
         return f"{pool.config.base_url}/{call.endpoint}"
 
+    def responses_url(self, pool: PoolRuntime) -> str:
+        return f"{pool.config.base_url}/responses"
+
     def auth_headers(self, key: PoolKeyRuntime | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key.value}"} if key is not None else {}
+
+    def native(self, call: Call) -> bool:
+        """Whether this call goes to the provider as the caller sent it (a Responses request)."""
+        return self.responses and call.native is not None and call.native.dialect.name == RESPONSES
 
     def build_request(self, call: Call, pool: PoolRuntime, key: PoolKeyRuntime | None, model: str) -> UpstreamRequest:
         headers = {"Content-Type": "application/json", **dict(pool.config.headers), **self.auth_headers(key)}
         if call.stream:
             headers["Accept"] = "text/event-stream"
+        if self.native(call):
+            assert call.native is not None
+            body = orjson.dumps({**call.native.body, "model": model})  # Responses streams always report usage
+            return UpstreamRequest(url=self.responses_url(pool), headers=headers, body=body, dialect=RESPONSES)
         # Only OpenAI itself is known to take prompt_cache_key; a compatible server may refuse an unknown field.
         body = rewrite_body(call, model, prompt_cache_key=pool.config.provider == "openai")
         return UpstreamRequest(url=self.url(call, pool, model), headers=headers, body=body)
 
     def translate_response(self, call: Call, body: bytes) -> tuple[bytes, Usage | None]:
+        if self.native(call):
+            return body, usage_from_responses(answer_object(body).get("usage"))
         return body, usage_from_openai(answer_object(body).get("usage"))
 
     def translate_error(self, status: int, body: bytes) -> ProviderError:
         return error_from_body(status, body)
 
-    def stream(self, call: Call) -> OpenAIStream:
+    def stream(self, call: Call) -> StreamTranslator:
+        if self.native(call):
+            return ResponsesStream()
         return OpenAIStream(wants_usage=call.client_wants_usage)
