@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test test-unit e2e controlplane redis codex lint format clean image e2e-kind chart-crds bench bench-quick bench-profile
+.PHONY: install run test test-unit e2e controlplane redis clients lint format clean image e2e-kind chart-crds bench bench-quick bench-profile
 
 install: $(STAMP)
 
@@ -20,11 +20,11 @@ $(STAMP): pyproject.toml
 run: install
 	@scripts/run-quickstart.sh
 
-test: install controlplane redis codex
+test: install controlplane redis clients
 	@$(BIN)/pytest tests
 	@$(BIN)/pytest e2e
 
-test-unit: install redis codex
+test-unit: install redis clients
 	@$(BIN)/pytest tests
 
 controlplane:
@@ -48,9 +48,9 @@ clean:
 redis:
 	@scripts/ensure-redis.sh
 
-# Codex CLI, a real client of /v1/responses in the tests: pinned, from npm, into ~/.cache/tollway/codex-<version>/.
-codex:
-	@scripts/ensure-codex.sh >/dev/null
+# Real clients the tests drive (Claude Code, Codex CLI): pinned in the script, from npm, into ~/.cache/tollway/npm/.
+clients:
+	@scripts/ensure-clients.sh >/dev/null
 
 IMAGE ?= tollway/tollway:dev
 

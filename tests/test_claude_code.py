@@ -1,6 +1,6 @@
 """Claude Code itself as a client of the gateway's Anthropic-compatible entry.
 
-The real CLI (pinned below) runs `claude -p` in print mode with a throwaway HOME against a gateway process in front
+The real CLI (pinned in scripts/ensure-clients.sh) runs `claude -p` in print mode with a throwaway HOME against a gateway process in front
 of the mock LLM, and must complete its turn: once through translation (an OpenAI-compatible pool), and once with
 a tool call, where the mock asks Claude Code to read a file and then answers from the tool result.
 """
@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 from conftest import MockLLM, spawn_gateway, write_crs
-from npm_tools import npm_tool
+from npm_tools import client_binary
 
-CLAUDE_CODE_VERSION = "2.1.332"
 REPLY = "Hello from the mock, through the gateway."
 
 CRS = {
@@ -61,7 +60,8 @@ CRS = {
 
 @pytest.fixture(scope="module")
 def claude() -> Path:
-    return npm_tool("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude")
+    """The pinned Claude Code (scripts/ensure-clients.sh holds the version)."""
+    return client_binary("claude")
 
 
 async def start_gateway(tmp_path: Path, mock_llm: MockLLM, provider: str) -> tuple[asyncio.subprocess.Process, str]:

@@ -1,8 +1,8 @@
 """Codex CLI as a real client of `/v1/responses`: `codex exec` completes turns through the gateway against the
 mock, on a translated pool and on a native one, including a turn in which the model calls a tool and answers.
 
-Codex is installed from npm (pinned, into ~/.cache/tollway/codex-<version>/, by scripts/ensure-codex.sh, which
-`make test` runs) and runs with a throwaway HOME and CODEX_HOME whose config.toml names the gateway as its model
+Codex is installed from npm (pinned in scripts/ensure-clients.sh, into ~/.cache/tollway/npm/, which
+`make test` runs first) and runs with a throwaway HOME and CODEX_HOME whose config.toml names the gateway as its model
 provider with `wire_api = "responses"`.
 """
 
@@ -11,31 +11,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, GatewayFactory, GatewayHandle, MockLLM
+from conftest import GatewayFactory, GatewayHandle, MockLLM
 from fixtures.providers.support import provider_crs
-
-CODEX_VERSION = "0.171.0"  # the version these tests were written against; bump it here and in the script together
+from npm_tools import client_binary
 
 
 @pytest.fixture(scope="session")
 def codex_binary() -> Path:
-    """The pinned Codex CLI, installed on first use (`make test` does it first, so the install shows on screen)."""
-    script = ROOT / "scripts" / "ensure-codex.sh"
-    done = subprocess.run(
-        [str(script)], env={**os.environ, "CODEX_VERSION": CODEX_VERSION}, capture_output=True, text=True
-    )
-    if done.returncode == 0:
-        return Path(done.stdout.strip().splitlines()[-1])
-    problem = f"Codex CLI {CODEX_VERSION} is not installed and could not be: {done.stderr.strip()[-500:]}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(problem)
-    pytest.skip(f"NOT CHECKED: {problem}")
+    """The pinned Codex CLI (scripts/ensure-clients.sh holds the version)."""
+    return client_binary("codex")
 
 
 async def codex_exec(binary: Path, gateway: GatewayHandle, home: Path, prompt: str) -> str:
