@@ -1,8 +1,9 @@
 """Claude Code itself as a client of the gateway's Anthropic-compatible entry.
 
 The real CLI (pinned in scripts/ensure-clients.sh) runs `claude -p` in print mode with a throwaway HOME against a gateway process in front
-of the mock LLM, and must complete its turn: once through translation (an OpenAI-compatible pool), and once with
-a tool call, where the mock asks Claude Code to read a file and then answers from the tool result.
+of the mock LLM, and must complete its turn: through translation (an OpenAI-compatible pool), through native
+pass-through (an Anthropic pool: the provider gets the request as sent), and with a tool call, where the mock asks
+Claude Code to read a file and then answers from the tool result.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def main_requests(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in requests if r["body"].get("tools")]
 
 
-@pytest.mark.parametrize("provider", ["openai-compatible"])
+@pytest.mark.parametrize("provider", ["openai-compatible", "anthropic"])
 async def test_claude_code_completes_a_turn(claude: Path, tmp_path: Path, mock_llm: MockLLM, provider: str) -> None:
     process, gateway = await start_gateway(tmp_path, mock_llm, provider)
     try:
@@ -123,11 +124,18 @@ async def test_claude_code_completes_a_turn(claude: Path, tmp_path: Path, mock_l
     assert REPLY in out
     (turn, *_) = main_requests(await mock_llm.requests())
     body = turn["body"]
-    # The Messages request arrived translated: one system message first, the 12-odd tools as functions.
+    assert body["stream"] is True
+    if provider == "anthropic":
+        # Native pass-through: the provider got Claude Code's request as sent, prompt caching and thinking included.
+        assert any(block.get("cache_control") for block in body["system"])
+        assert body["thinking"]["type"] == "adaptive" and "context_management" in body
+        assert "claude-code" in turn["headers"]["anthropic-beta"]
+        assert any(t.get("defer_loading") for t in body["tools"])
+        return
+    # Translated: one system message first, the tools as functions.
     assert body["messages"][0]["role"] == "system" and "Claude" in body["messages"][0]["content"]
     assert all(m["role"] != "system" for m in body["messages"][1:])
     assert {t["type"] for t in body["tools"]} == {"function"}
-    assert body["stream"] is True
 
 
 async def test_claude_code_runs_a_tool_the_mock_asks_for(claude: Path, tmp_path: Path, mock_llm: MockLLM) -> None:

@@ -33,6 +33,7 @@ def record(ctx: RequestContext, text_limit: int = 2000) -> dict[str, Any]:
         ],
         "input_tokens": usage.input_tokens if usage else None,
         "cached_input_tokens": usage.cached_input_tokens if usage else None,
+        "cache_creation_input_tokens": usage.cache_creation_tokens if usage else None,
         "output_tokens": usage.output_tokens if usage else None,
         "reasoning_tokens": usage.reasoning_tokens if usage else None,
         "usage_estimated": usage.estimated if usage else None,

@@ -215,7 +215,7 @@ class Gateway:
         if protocol is not None:
             # The caller's protocol -> a chat body (GatewayError(400) naming the problem), the caller's own body
             # for pools that speak it, and what writes this request's answers.
-            intake = await protocol.intake(body, CallerContext(consumer.name, self.responses))
+            intake = await protocol.intake(body, CallerContext(consumer.name, self.responses, request.headers))
             body, native, answers = intake.chat, intake.native, intake.answers
             ctx.protocol = answers
             ctx.notes = dict(intake.notes) if intake.notes else None

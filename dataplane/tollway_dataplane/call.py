@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from .errors import GatewayError
+
 CHAT = "chat/completions"
 COMPLETIONS = "completions"
 EMBEDDINGS = "embeddings"
@@ -46,6 +48,10 @@ class NativeDialect(Protocol):
 class NativeBody:
     dialect: NativeDialect
     body: dict[str, Any]
+    headers: tuple[tuple[str, str], ...] = ()  # the caller's protocol headers a pass-through keeps (lower case)
+    # Why the chat body leaves something out: content only a native pool can take. A translated pool refuses the
+    # request with this (a 400 naming the field) instead of serving it without that content.
+    untranslatable: GatewayError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,12 @@ class Call:
     def with_hints(self, *, prompt_cache_key: str | None) -> Call:
         return replace(self, prompt_cache_key=prompt_cache_key)
 
+    def chat_body(self) -> dict[str, Any]:
+        """The chat body, for a translated pool; raises the reason when it leaves out what the caller asked for."""
+        if self.native is not None and self.native.untranslatable is not None:
+            raise self.native.untranslatable
+        return self.body
+
     def with_body(self, body: dict[str, Any]) -> Call:
         """The same call with another chat body (the native body, if any, is left as it is)."""
         return replace(self, body=body, raw=orjson.dumps(body))
@@ -73,7 +85,7 @@ class Call:
         native = self.native
         if native is not None:
             body = native.dialect.add_messages(native.body, prepend, append)
-            call = replace(call, native=NativeBody(native.dialect, body))
+            call = replace(call, native=replace(native, body=body))
         return call
 
     def with_texts(self, rewrite: TextRewrite) -> Call:
@@ -81,7 +93,7 @@ class Call:
         call = self.with_body({**self.body, "messages": [_rewrite_message(m, rewrite) for m in self.body["messages"]]})
         native = self.native
         if native is not None:
-            call = replace(call, native=NativeBody(native.dialect, native.dialect.rewrite_texts(native.body, rewrite)))
+            call = replace(call, native=replace(native, body=native.dialect.rewrite_texts(native.body, rewrite)))
         return call
 
 

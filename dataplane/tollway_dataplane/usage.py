@@ -14,6 +14,7 @@ class Usage:
     cached_input_tokens: int = 0
     estimated: bool = True
     reasoning_tokens: int = 0  # the part of output_tokens the model spent reasoning (already counted in them)
+    cache_creation_tokens: int = 0  # input tokens written to the provider's prompt cache (Anthropic; in input_tokens)
 
     @property
     def total_tokens(self) -> int:

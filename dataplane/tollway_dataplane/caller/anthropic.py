@@ -18,14 +18,16 @@ What a translated target truly cannot express is refused with a 400 that names t
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
 
+from ..call import NativeBody, TextRewrite
 from ..errors import GatewayError
 from ..providers.chat import obj
 from .anthropic_answer import AnthropicAnswers
-from .base import ConvertingProtocol
+from .base import CallerContext, ConvertingProtocol, Intake
 
 __all__ = ["ANTHROPIC", "to_openai_request"]
 
@@ -35,6 +37,22 @@ _SKIPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})  # the model's ow
 
 def _invalid(message: str, code: str = "invalid_request") -> GatewayError:
     return GatewayError(400, message, code, type="invalid_request_error")
+
+
+# Content only a translation cannot express (server tools, block types an OpenAI message has no place for) is
+# refused when the request is translated, but an Anthropic pool would take it as it is: while `intake` builds
+# the chat body for a native-capable request, such content is left out of that body and its refusal kept for
+# the translated pools (`Call.untranslatable`), instead of failing the request up front.
+_DEFERRED: ContextVar[list[GatewayError] | None] = ContextVar("anthropic_deferred", default=None)
+
+
+def _unsupported(message: str, code: str) -> None:
+    """Refuse what a translated target cannot express, or (during intake) defer the refusal and skip it."""
+    error = _invalid(message, code)
+    deferred = _DEFERRED.get()
+    if deferred is None:
+        raise error
+    deferred.append(error)
 
 
 def to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
@@ -141,8 +159,8 @@ def _user(blocks: list[Any], field: str) -> list[dict[str, Any]]:
             parts.extend(images)  # OpenAI tool messages hold text only: images follow in the user turn
         elif kind in _SKIPPED_BLOCKS:
             continue
-        else:
-            parts.append(_part(block, where))
+        elif (part := _part(block, where)) is not None:
+            parts.append(part)
     out = tools
     if len(parts) == 1 and parts[0]["type"] == "text":
         out.append({"role": "user", "content": parts[0]["text"]})
@@ -151,7 +169,7 @@ def _user(blocks: list[Any], field: str) -> list[dict[str, Any]]:
     return out
 
 
-def _part(block: Any, field: str) -> dict[str, Any]:
+def _part(block: Any, field: str) -> dict[str, Any] | None:
     kind = block.get("type") if isinstance(block, dict) else None
     if kind == "text":
         if not isinstance(block.get("text"), str):
@@ -167,7 +185,8 @@ def _part(block: Any, field: str) -> dict[str, Any]:
         if isinstance(block.get("title"), str):
             file["filename"] = block["title"]
         return {"type": "file", "file": file}
-    raise _invalid(f"'{field}.type' {kind!r} is not supported by this gateway.", "unsupported_content")
+    _unsupported(f"'{field}.type' {kind!r} is not supported by this gateway.", "unsupported_content")
+    return None
 
 
 def _source_url(source: Any, field: str) -> str:
@@ -188,6 +207,8 @@ def _tool_result_content(content: Any, field: str) -> tuple[str, list[dict[str, 
     images: list[dict[str, Any]] = []
     for i, block in enumerate(content):
         part = _part(block, f"{field}[{i}]")
+        if part is None:
+            continue
         if part["type"] == "text":
             texts.append(part["text"])
         else:
@@ -211,7 +232,7 @@ def _assistant(blocks: list[Any], field: str) -> dict[str, Any]:
                 {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}}
             )
         elif kind not in _SKIPPED_BLOCKS:
-            raise _invalid(f"'{where}.type' {kind!r} is not supported in an assistant message.", "unsupported_content")
+            _unsupported(f"'{where}.type' {kind!r} is not supported in an assistant message.", "unsupported_content")
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
@@ -233,11 +254,12 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
             or not isinstance(tool.get("name"), str)
         ):
             kind = tool.get("type") if isinstance(tool, dict) else None
-            raise _invalid(
+            _unsupported(
                 f"'tools[{i}]' ({kind!r}) is an Anthropic server tool, which this model's provider cannot run; "
                 "only custom tools with a name and an input_schema can be translated.",
                 "unsupported_tool",
             )
+            continue
         function: dict[str, Any] = {"name": tool["name"]}
         if isinstance(tool.get("description"), str):
             function["description"] = tool["description"]
@@ -260,13 +282,92 @@ def _tool_choice(choice: Any, out: dict[str, Any]) -> None:
         out["parallel_tool_calls"] = False
 
 
+# The caller's headers a native pass-through keeps: the API version it speaks and the betas it asked for.
+_PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
+_TURN_ROLES = ("user", "assistant")
+
+
 class AnthropicProtocol(AnthropicAnswers, ConvertingProtocol):
-    """The Messages API as a caller's protocol: this module reads its requests, `AnthropicAnswers` writes answers."""
+    """The Messages API as a caller's protocol: this module reads its requests, `AnthropicAnswers` writes answers.
+
+    Every request also keeps the caller's own body, so an Anthropic pool gets it as sent (native pass-through);
+    stage edits reach that body through `add_messages` and `rewrite_texts`.
+    """
 
     name = "anthropic"
 
     def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:
         return to_openai_request(body)
+
+    async def intake(self, body: dict[str, Any], caller: CallerContext) -> Intake:
+        deferred: list[GatewayError] = []
+        token = _DEFERRED.set(deferred)
+        try:
+            chat = to_openai_request(body)
+        finally:
+            _DEFERRED.reset(token)
+        headers = tuple((h, caller.headers[h]) for h in _PASSED_HEADERS if h in caller.headers)
+        native = NativeBody(self, body, headers, untranslatable=deferred[0] if deferred else None)
+        return Intake(chat, native, self)
+
+    def add_messages(
+        self, body: dict[str, Any], prepend: list[dict[str, str]], append: list[dict[str, str]]
+    ) -> dict[str, Any]:
+        """System and developer messages join `system` (before or after the caller's blocks, whose cache_control
+        stays where it was); user and assistant messages join `messages`."""
+
+        def system_blocks(messages: list[dict[str, str]]) -> list[dict[str, Any]]:
+            return [{"type": "text", "text": m["content"]} for m in messages if m["role"] in ("system", "developer")]
+
+        def turns(messages: list[dict[str, str]]) -> list[dict[str, Any]]:
+            return [
+                {"role": m["role"], "content": m["content"]} for m in messages if m["role"] in ("user", "assistant")
+            ]
+
+        out = dict(body)
+        before, after = system_blocks(prepend), system_blocks(append)
+        if before or after:
+            system = body.get("system")
+            caller = [{"type": "text", "text": system}] if isinstance(system, str) and system else system or []
+            out["system"] = [*before, *caller, *after]
+        out["messages"] = [*turns(prepend), *body.get("messages", []), *turns(append)]
+        return out
+
+    def rewrite_texts(self, body: dict[str, Any], rewrite: TextRewrite) -> dict[str, Any]:
+        """Every text the caller wrote: the system prompt, message texts and tool results."""
+        out = dict(body)
+        if isinstance(body.get("system"), str):
+            out["system"] = rewrite("system", body["system"])
+        elif isinstance(body.get("system"), list):
+            out["system"] = [_rewrite_block(b, "system", rewrite) for b in body["system"]]
+        messages = []
+        for message in body.get("messages") or []:
+            if not isinstance(message, dict):
+                messages.append(message)
+                continue
+            role = str(message.get("role", ""))
+            content = message.get("content")
+            if isinstance(content, str):
+                message = {**message, "content": rewrite(role, content)}
+            elif isinstance(content, list):
+                message = {**message, "content": [_rewrite_block(b, role, rewrite) for b in content]}
+            messages.append(message)
+        out["messages"] = messages
+        return out
+
+
+def _rewrite_block(block: Any, role: str, rewrite: TextRewrite) -> Any:
+    if not isinstance(block, dict):
+        return block
+    if block.get("type") == "text" and isinstance(block.get("text"), str):
+        return {**block, "text": rewrite(role, block["text"])}
+    if block.get("type") == "tool_result":
+        content = block.get("content")
+        if isinstance(content, str):
+            return {**block, "content": rewrite("tool", content)}
+        if isinstance(content, list):
+            return {**block, "content": [_rewrite_block(b, "tool", rewrite) for b in content]}
+    return block
 
 
 ANTHROPIC = AnthropicProtocol()

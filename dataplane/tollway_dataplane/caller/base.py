@@ -14,7 +14,8 @@ object bound to this one request where answers echo the request (the Responses A
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..answer import Answer
@@ -31,6 +32,7 @@ class CallerContext:
 
     consumer: str  # "namespace/name"
     responses: ResponseStore  # kept responses (the Responses API's conversations)
+    headers: Mapping[str, str] = field(default_factory=dict)  # the caller's request headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +93,12 @@ class ConvertingProtocol:
     def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def native(self, body: dict[str, Any]) -> NativeBody | None:
+    def native(self, body: dict[str, Any], caller: CallerContext) -> NativeBody | None:
         """The caller's body for pools that speak this protocol natively; None: every pool gets the chat body."""
         return None
 
     async def intake(self, body: dict[str, Any], caller: CallerContext) -> Intake:
-        return Intake(self.to_chat(body), self.native(body), self)
+        return Intake(self.to_chat(body), self.native(body, caller), self)
 
     def answer_filter(self, answer: Answer) -> ResponseFilter:
         return ProtocolFilter(self, answer.model)

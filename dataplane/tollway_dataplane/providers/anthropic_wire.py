@@ -36,5 +36,6 @@ def usage_from_anthropic(data: Any) -> Usage | None:
         input_tokens=_count(data, "input_tokens") + read + written,
         output_tokens=_count(data, "output_tokens"),
         cached_input_tokens=read,
+        cache_creation_tokens=written,
         estimated=False,
     )

@@ -53,7 +53,7 @@ class GeminiTranslator:
             headers["x-goog-api-key"] = key.value
         if call.stream:
             headers["Accept"] = "text/event-stream"
-        body = orjson.dumps(generate_request(call.body))
+        body = orjson.dumps(generate_request(call.chat_body()))
         return UpstreamRequest(url=model_url(pool.config.base_url, model, call.stream), headers=headers, body=body)
 
     def translate_response(self, call: Call, body: bytes) -> tuple[bytes, Usage | None]:

@@ -144,6 +144,7 @@ class OpenAITranslator:
             assert call.native is not None
             body = orjson.dumps({**call.native.body, "model": model})  # Responses streams always report usage
             return UpstreamRequest(url=self.responses_url(pool), headers=headers, body=body, dialect=RESPONSES)
+        call.chat_body()  # refuses a request whose chat form left out what the caller asked for
         # Only OpenAI itself is known to take prompt_cache_key; a compatible server may refuse an unknown field.
         body = rewrite_body(call, model, prompt_cache_key=pool.config.provider == "openai")
         return UpstreamRequest(url=self.url(call, pool, model), headers=headers, body=body)

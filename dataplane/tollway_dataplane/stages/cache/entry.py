@@ -5,7 +5,8 @@ chunk, `[DONE]`), without the extra usage chunk, whose numbers are kept beside t
 those events one by one, with a usage chunk when the new caller asks for one. A whole answer is stored as its
 body. A request of the other kind converts instead of asking the provider again: a stream's events assemble into
 one `chat.completion`, a body becomes a short stream. Conversion is defined for the OpenAI dialect; an entry in
-another dialect only serves requests of its own kind.
+another dialect only serves requests of its own kind; a native Anthropic answer (a `/messages` request served
+by an Anthropic pool as sent) is kept and replayed as it came.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import orjson
 
 from ...answer import OPENAI
+from ...providers.anthropic import ANTHROPIC
 from ...providers.chat import DONE_EVENT, obj, openai_usage
 from ...sse import event_data
 from ...usage import Usage
@@ -205,8 +207,16 @@ def usage_chunk(events: list[bytes], usage: Usage) -> bytes:
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
-def finish_reasons(body: bytes | None, events: list[bytes] | None) -> list[str | None]:
-    """Every choice's finish reason (None where a choice has none): what decides whether an answer is kept."""
+_ANTHROPIC_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls", "max_tokens": "length"}
+
+
+def finish_reasons(body: bytes | None, events: list[bytes] | None, dialect: str = OPENAI) -> list[str | None]:
+    """Every choice's finish reason in OpenAI's words (None where a choice has none, or a dialect the cache does
+    not read): what decides whether an answer is kept."""
+    if dialect == ANTHROPIC:
+        return [_anthropic_finish(body, events)]
+    if dialect != OPENAI:
+        return [None]
     if body is not None:
         try:
             data = orjson.loads(body)
@@ -220,6 +230,21 @@ def finish_reasons(body: bytes | None, events: list[bytes] | None) -> list[str |
                 index = choice.get("index", 0)
                 reasons[index] = choice.get("finish_reason") or reasons.get(index)
     return list(reasons.values()) or [None]
+
+
+def _anthropic_finish(body: bytes | None, events: list[bytes] | None) -> str | None:
+    """A Messages answer's stop reason: the body's, or the stream's message_delta (which message_stop follows)."""
+    stop: object = None
+    if body is not None:
+        try:
+            stop = orjson.loads(body).get("stop_reason")
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
+    else:
+        for chunk in _chunks(events or []):
+            if chunk.get("type") == "message_delta":
+                stop = obj(chunk.get("delta")).get("stop_reason")
+    return _ANTHROPIC_FINISH.get(stop) if isinstance(stop, str) else None
 
 
 def is_usage_only(event: bytes) -> bool:

@@ -39,7 +39,7 @@ class Flight:
         self._notify()
 
     def add(self, events: list[bytes]) -> None:
-        kept = [e for e in events if not is_usage_only(e)]
+        kept = [e for e in events if not is_usage_only(e)] if self.dialect == OPENAI else events
         if kept:
             self.events.extend(kept)
             self._notify()

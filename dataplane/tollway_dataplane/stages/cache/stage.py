@@ -311,7 +311,10 @@ class CacheFilter(PassFilter):
             return  # the upstream failed: nothing to keep
         route = self._exchange.route
         reason = self._unkept_reason(complete, answer)
-        events = [e for e in self._events if not is_usage_only(e)] if answer.stream is not None else None
+        events = None
+        if answer.stream is not None:
+            openai = answer.dialect == OPENAI  # only OpenAI's extra usage chunk is left out (and made anew)
+            events = [e for e in self._events if not (openai and is_usage_only(e))]
         if reason is None:
             served = answer.served
             cost = cost_usd(usage, served.price) if served is not None and served.price is not None else None
@@ -339,9 +342,9 @@ class CacheFilter(PassFilter):
             return "altered"
         if answer.served is None:
             return "not_from_provider"  # a reply another stage made (a block as a completion, ...)
-        if answer.dialect != OPENAI:
+        reasons = finish_reasons(self._body, self._events if answer.stream is not None else None, answer.dialect)
+        if reasons == [None] and answer.dialect != OPENAI:
             return "dialect"
-        reasons = finish_reasons(self._body, self._events if answer.stream is not None else None)
         allowed = ("stop", "tool_calls") if self._stage.config.cache_tool_calls else ("stop",)
         if any(r not in allowed for r in reasons):
             return "tool_calls" if "tool_calls" in reasons else "finish_reason"
