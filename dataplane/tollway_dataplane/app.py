@@ -88,6 +88,12 @@ class Gateway:
         self.generation += 1
         return self.generation
 
+    def http_session(self) -> aiohttp.ClientSession:
+        """The process's HTTP client, for stages that call a checker or a model (it exists once started)."""
+        if self._session is None:
+            raise RuntimeError("the gateway has not started")
+        return self._session
+
     async def start(self, app: web.Application) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)

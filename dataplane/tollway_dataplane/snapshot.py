@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tollway_contract.model import GatewayConfig, RateLimit, Rule, SecretsConfig
 
@@ -12,9 +15,12 @@ from .pools import KeyStateRegistry, PoolRuntime
 from .providers import translator_for
 from .providers.base import Translator
 from .routing import Router
-from .stages import pipeline_for
+from .stages import pipeline_for, stage_warnings
 from .stages.base import StageServices
 from .stages.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 @dataclass(frozen=True)
@@ -40,8 +46,14 @@ class Snapshot:
 
     @classmethod
     def build(
-        cls, config: GatewayConfig, secrets: SecretsConfig, registry: KeyStateRegistry, generation: int
+        cls,
+        config: GatewayConfig,
+        secrets: SecretsConfig,
+        registry: KeyStateRegistry,
+        generation: int,
+        http: Callable[[], aiohttp.ClientSession] | None = None,
     ) -> Snapshot:
+        """`http` gives stages the process's HTTP client once it runs (a stage calling a checker, say)."""
         key_values = dict(secrets.keys)
         pools = {p.name: PoolRuntime(p, key_values, registry) for p in config.pools}
         warnings = []
@@ -55,10 +67,13 @@ class Snapshot:
             for route in rate_limit.routes:
                 limits_by_route.setdefault(route, []).append(rate_limit)
         registry.forget_except({k.id for p in pools.values() for k in p.keys})
-        services = StageServices(pools=pools)
+        services = StageServices(pools=pools, secrets=key_values)
+        if http is not None:
+            services = dataclasses.replace(services, http=http)
         pipelines = {}
         for configured in config.routes:
             for rule in configured.rules:
+                warnings.extend(stage_warnings(configured.name, rule, services))
                 pipeline = pipeline_for(rule, services)
                 if pipeline is not None:
                     pipelines[id(rule)] = pipeline  # the snapshot holds the config, so ids stay unique

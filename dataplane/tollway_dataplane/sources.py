@@ -131,7 +131,13 @@ class Reloader:
         current = self.gateway.snapshot
         if current is not None and current.hash == loaded.config.hash and loaded.config.hash:
             return False
-        snapshot = Snapshot.build(loaded.config, loaded.secrets, self.gateway.registry, self.gateway.next_generation())
+        snapshot = Snapshot.build(
+            loaded.config,
+            loaded.secrets,
+            self.gateway.registry,
+            self.gateway.next_generation(),
+            http=self.gateway.http_session,
+        )
         self.gateway.install(snapshot)
         for note in (*loaded.notes, *snapshot.warnings):
             log.warning("config note: %s", note)

@@ -24,3 +24,9 @@ def pipeline_for(rule: Rule, services: StageServices) -> Pipeline | None:
     """The rule's stages, or None when it has none (the request path then skips the pipeline entirely)."""
     stages = tuple(stage for build in STAGES if (stage := build(rule, services)) is not None)
     return Pipeline(stages) if stages else None
+
+
+def stage_warnings(route: str, rule: Rule, services: StageServices) -> list[str]:
+    """What a snapshot should say about the rule's stage settings: references with nothing behind them."""
+    del route, rule, services  # no stage refers to anything outside its settings yet
+    return []

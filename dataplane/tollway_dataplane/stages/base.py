@@ -22,13 +22,16 @@ rule without stages has no pipeline at all (no per-request allocation).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..answer import Answer
 from ..call import Call
 from ..pools import PoolRuntime
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 @dataclass(slots=True)
@@ -111,12 +114,22 @@ class Step:
 CONTINUE = Step()
 
 
+def _no_session() -> aiohttp.ClientSession:
+    raise RuntimeError("the gateway's HTTP client is not running")
+
+
 @dataclass(frozen=True, slots=True)
 class StageServices:
     """What a stage may use when it is built: the snapshot's pools (a stage that calls a model, an embedding or a
-    judge, goes through a pool, so it gets keys, timeouts and cooldowns like any request)."""
+    judge, goes through a pool, so it gets keys, timeouts and cooldowns like any request), the values of the
+    credentials its settings name by id (from the secrets document), and the process's HTTP client.
+
+    The client is reached through a function, called per request: it is created when the gateway starts, after
+    the first snapshot (and so the first stages) were built."""
 
     pools: Mapping[str, PoolRuntime] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)  # credential values by id; never log them
+    http: Callable[[], aiohttp.ClientSession] = _no_session
 
 
 class Stage(Protocol):
