@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from .guardrails import read_guardrails
 from .model import (
     DECORATOR_ROLES,
     DEFAULT_LIMIT_MESSAGE,
@@ -150,12 +151,14 @@ def _rule(r: FieldReader, data: dict[str, Any], path: str) -> Rule | None:
     timeouts = data.get("timeouts")
     decorator = data.get("promptDecorator")
     decorator_path = _join(path, "promptDecorator")
+    guardrails = data.get("guardrails")
     return Rule(
         models=models,
         backends=backends,
         fallbacks=r.each(data.get("fallbacks"), _join(path, "fallbacks"), lambda d, p: _backend(r, d, p)),
         retry=Retry(attempts=attempts if attempts is not None else 0, retry_on=retry_on),
         timeouts=None if timeouts is None else _timeouts(r, r.obj(timeouts, _join(path, "timeouts")), path),
+        guardrails=None if guardrails is None else read_guardrails(r, guardrails, _join(path, "guardrails")),
         prompt_decorator=None if decorator is None else read_prompt_decorator(r, decorator, decorator_path),
     )
 

@@ -3,36 +3,45 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from tollway_contract.load import read_prompt_decorator
+from tollway_contract.load import read_guardrails, read_prompt_decorator
 from tollway_contract.model import RETRY_CONDITIONS, Access, Backend, Retry, Route, Rule
 
 from ..status import ObjectStatus
 from .common import CRDoc, SpecReader, spec_of
 from .consumer import NAMESPACE_LABEL
 from .providerkeypool import read_timeouts
+from .secret import SecretStore
+from .stagerefs import SpecResolver
 
 # Spec fields of later features: accepted by the schema, not yet acted on; say so in the status.
-_RESERVED = ("cache", "guardrails", "webSearch")
+_RESERVED = ("cache", "webSearch")
 
 # Stage settings (DESIGN section 7): the spec field, the contract Rule's field, and the reader. Each applies to
-# every rule of the route; a rule that sets the same field replaces it for its models.
-StageReader = Callable[[SpecReader, Any, str], Any]
+# every rule of the route; a rule that sets the same field replaces it for its models. A reader gets the spec's
+# resolver for what the setting refers to (durations, pools, Secrets).
+StageReader = Callable[[SpecReader, Any, str, SpecResolver], Any]
 _STAGE_FIELDS: tuple[tuple[str, str, StageReader], ...] = (
-    ("promptDecorator", "prompt_decorator", read_prompt_decorator),
+    ("guardrails", "guardrails", read_guardrails),
+    ("promptDecorator", "prompt_decorator", lambda r, value, path, _: read_prompt_decorator(r, value, path)),
 )
 
 
 def compile_route(
     doc: CRDoc,
-    pools: Collection[str],
+    pools: Mapping[str, str],
     rejected_pools: Collection[str],
     consumers: Collection[str],
     status: ObjectStatus,
+    secrets: SecretStore | None = None,
+    secret_values: dict[str, str] | None = None,
 ) -> Route | None:
+    """The route, or None when its spec is invalid. `pools` maps accepted pools to their provider; credential
+    values that stage settings reference go into `secret_values` (for the secrets document)."""
     r = SpecReader()
+    resolver = SpecResolver(doc, pools, rejected_pools, secrets or SecretStore(), status)
     spec = spec_of(doc, r)
     match = r.obj(spec.get("match"), "spec.match")
     prefix = r.str_(match, "pathPrefix", "spec.match") or "/v1"
@@ -41,7 +50,7 @@ def compile_route(
     rules_data = r.items(spec.get("rules"), "spec.rules")
     if not rules_data:
         r.fail("spec.rules", "must hold at least one rule")
-    route_stages = _stages(r, spec, "spec")
+    route_stages = _stages(r, spec, "spec", resolver)
     rules: list[Rule] = []
     first_seen: dict[str, int] = {}
     for i, item in enumerate(rules_data):
@@ -50,7 +59,7 @@ def compile_route(
         rule = _rule(doc, r, data, path, pools, rejected_pools, status)
         if rule is None:
             continue
-        rule = dataclasses.replace(rule, **(route_stages | _stages(r, data, path)))
+        rule = dataclasses.replace(rule, **(route_stages | _stages(r, data, path, resolver)))
         for model in rule.models:
             if model in first_seen:
                 r.fail(f"{path}.models", f"model {model!r} is already matched by spec.rules[{first_seen[model]}]")
@@ -66,6 +75,8 @@ def compile_route(
     status.invalid.extend(r.problems)  # every field is read above this line
     if status.rejected:
         return None
+    if secret_values is not None:
+        secret_values.update(resolver.values)
     return Route(
         name=doc.qualified_name,
         rules=tuple(rules),
@@ -116,10 +127,10 @@ def _rule(
     )
 
 
-def _stages(r: SpecReader, data: dict[str, Any], path: str) -> dict[str, Any]:
+def _stages(r: SpecReader, data: dict[str, Any], path: str, resolver: SpecResolver) -> dict[str, Any]:
     """The stage settings `data` sets, as contract Rule fields."""
     return {
-        attribute: reader(r, data[name], f"{path}.{name}")
+        attribute: reader(r, data[name], f"{path}.{name}", resolver)
         for name, attribute, reader in _STAGE_FIELDS
         if data.get(name) is not None
     }
