@@ -11,13 +11,13 @@ from collections.abc import Callable
 
 from tollway_contract.model import Rule
 
-from . import decorator
+from . import decorator, guardrails
 from .base import Stage, StageServices
 from .pipeline import Pipeline
 
 Builder = Callable[[Rule, StageServices], Stage | None]
 
-STAGES: tuple[Builder, ...] = (decorator.build,)
+STAGES: tuple[Builder, ...] = (guardrails.build, decorator.build)
 
 
 def pipeline_for(rule: Rule, services: StageServices) -> Pipeline | None:
@@ -28,5 +28,4 @@ def pipeline_for(rule: Rule, services: StageServices) -> Pipeline | None:
 
 def stage_warnings(route: str, rule: Rule, services: StageServices) -> list[str]:
     """What a snapshot should say about the rule's stage settings: references with nothing behind them."""
-    del route, rule, services  # no stage refers to anything outside its settings yet
-    return []
+    return [f"route {route}: {warning}" for warning in guardrails.warnings(rule, services)]
