@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tollway_contract.model import Checker, RulesSettings
 
-from .detectors import DETECTORS, Detector
+from .detectors import CONDITIONS, DETECTORS, Detector
 from .verdict import CheckContext, Result
 
 
@@ -48,7 +48,10 @@ class RulesChecker:
             if end > start and all(end <= h.start or start >= h.end for h in taken):
                 taken.append(Hit(start, end, category, replacement))
 
+        known: dict[str, bool] = {}
         for detector in self._detectors:
+            if not all(_holds(known, condition, text) for condition in detector.needs):
+                continue
             for m in detector.pattern.finditer(text):
                 if detector.valid(m.group()):
                     take(m.start(), m.end(), detector.name, detector.placeholder)
@@ -77,6 +80,13 @@ class RulesChecker:
             else:
                 rewritten.append(text)
         return Result(categories=tuple(dict.fromkeys(categories)), texts=rewritten if changed else None)
+
+
+def _holds(known: dict[str, bool], condition: str, text: str) -> bool:
+    value = known.get(condition)
+    if value is None:
+        value = known[condition] = CONDITIONS[condition](text)
+    return value
 
 
 def apply(text: str, hits: list[Hit]) -> str:

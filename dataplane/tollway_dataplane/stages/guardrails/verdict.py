@@ -115,7 +115,7 @@ class Ledger:
             metrics.GUARDRAIL_ERRORS.labels(self._route, checker.name, direction, result.error).inc()
         if result.detail:
             entry.detail = result.detail[:200]
-        metrics.GUARDRAIL_CHECK_SECONDS.labels(self._route, checker.name, direction).observe(elapsed)
+        _child(metrics.GUARDRAIL_CHECK_SECONDS, (self._route, checker.name, direction)).observe(elapsed)
         if _WEIGHT[effect.action] > _WEIGHT[self._summary["action"]]:
             self._summary["action"] = effect.action
             if effect.action == BLOCK:
@@ -138,10 +138,23 @@ class Ledger:
             if entry.direction != direction:
                 continue
             for category in entry.categories or ("",):
-                metrics.GUARDRAIL_VERDICTS.labels(
-                    self._route, consumer, entry.checker, direction, category, entry.action
-                ).inc()
+                labels = (self._route, consumer, entry.checker, direction, category, entry.action)
+                _child(metrics.GUARDRAIL_VERDICTS, labels).inc()
         self._summary["checks"] = [_plain(e) if isinstance(e, _Entry) else e for e in self._summary["checks"]]
+
+
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Any, labels: tuple[str, ...]) -> Any:
+    """A metric's labelled child, looked up once (a `labels` call per verdict is most of a rules check's cost)."""
+    key = (id(metric), labels)
+    child = _children.get(key)
+    if child is None:
+        if len(_children) > 50_000:  # bounded by the consumer label's cardinality guard in practice
+            _children.clear()
+        child = _children[key] = metric.labels(*labels)
+    return child
 
 
 def _plain(entry: _Entry) -> dict[str, Any]:
