@@ -27,6 +27,9 @@ from ..timeouts import effective
 
 _RETRY_STATUSES = (401, 403, 429)  # refused for this key, or throttled: another key may do
 _MAX_KEYS = 2  # keys tried per call: a stage call is on someone's critical path
+# The process's HTTP client does not decompress (the gateway relays bytes); a stage reads the JSON itself, so it
+# asks for an uncompressed answer.
+IDENTITY = "identity"
 
 
 class PoolCallError(Exception):
@@ -115,6 +118,7 @@ class PoolClient:
 
     async def _attempt(self, key: PoolKeyRuntime | None, request: Request) -> bytes:
         url, headers, body = request
+        headers = {**headers, "Accept-Encoding": IDENTITY}
         if key is not None:
             key.state.in_flight += 1
         try:

@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 from tollway_contract.model import AliyunSettings, Checker
 
+from ..poolclient import IDENTITY
 from . import acs3
 from .verdict import CheckContext, Result
 
@@ -101,6 +102,7 @@ class AliyunChecker:
         )
         url = f"{self._url}/?{acs3.canonical_query(query)}"
         try:
+            headers["Accept-Encoding"] = IDENTITY  # not signed: only host, content-type and x-acs-* are
             async with self._http().post(url, data=body, headers=headers) as response:
                 raw = await response.read()
                 if response.status != 200:

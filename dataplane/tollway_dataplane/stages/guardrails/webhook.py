@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 from tollway_contract.model import Checker, WebhookSettings
 
+from ..poolclient import IDENTITY
 from .verdict import CheckContext, Result
 
 
@@ -32,7 +33,9 @@ class WebhookChecker:
         self._http = http
         self._missing = settings.token is not None and not secrets.get(settings.token)
         token = secrets.get(settings.token) if settings.token else None
-        self._headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+        self._headers = {"Content-Type": "application/json", "Accept-Encoding": IDENTITY}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
 
     def __repr__(self) -> str:  # never show the token
         return f"WebhookChecker(name={self.name!r}, url={self._url!r})"
