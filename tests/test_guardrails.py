@@ -379,7 +379,7 @@ async def test_a_block_after_a_hundred_chunks(make_gateway: GatewayFactory, mock
     assert finishes == ["content_filter"] and payloads[-1] == b"[DONE]"
 
 
-async def test_a_stream_route_without_text_checks_on_answers_has_no_filter(
+async def test_a_route_guarding_prompts_only_adds_nothing_to_answers(
     make_gateway: GatewayFactory, mock_llm: MockLLM
 ) -> None:
     gateway = await make_gateway(guarded_crs(mock_llm.url, None, ENDLESS))
