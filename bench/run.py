@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import guardrails  # the guardrails' own costs, measured apart from the side-by-side rows
 import peers  # bench/ is a directory of scripts, not a package
 
 REPO = Path(__file__).resolve().parent.parent
@@ -1261,11 +1262,14 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
         "nginx_c32_rps": (direct.get("wrk_c32") or {}).get("rps"),
         "sse_1000_streams": next((s for s in direct.get("stream_steps", []) if s["streams"] == 1000), None),
     }
+    say("=== guardrails (bench/guardrails.py) ===")
+    guardrail_figures = guardrail_costs(tmp, args.quick)
     doc = {
         "environment": environment("quick" if args.quick else "full"),
         "plan": plan.__dict__,
         "rows": rows,
         "upstream_capacity": upstream,
+        "guardrails": guardrail_figures,
         "wall_seconds": wall,
         "timestamp": stamp,
     }
@@ -1294,10 +1298,21 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
     for r in rows:
         for note in r.get("notes", []):
             print(f"  {r['name']}: {note}")
+    if "error" not in guardrail_figures:
+        print("\n" + guardrails.report(guardrail_figures))
     png = chart(result_path)
     print(f"\nresults: {result_path.relative_to(REPO)}" + (f", chart: {png.relative_to(REPO)}" if png else ""))
     print(f"wall time: {wall:.0f}s")
     return 0
+
+
+def guardrail_costs(tmp: Path, quick: bool) -> dict[str, Any]:
+    """What guardrails add (a rules-only check, the stream window): measured by bench/guardrails.py on its own."""
+    try:
+        return guardrails.run(tmp, quick, echo=False)
+    except Exception as exc:
+        say(f"[guardrails] FAILED: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"[:600]}
 
 
 def run_profile(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:

@@ -8,18 +8,25 @@ from typing import Any
 import orjson
 
 from .model import (
+    AliyunSettings,
     Backend,
     Cache,
+    Checker,
     Consumer,
     GatewayConfig,
+    Guardrails,
+    JudgeSettings,
     Limit,
+    ModerationSettings,
     Pool,
     PromptDecorator,
     RateLimit,
     Route,
     Rule,
+    RulesSettings,
     SecretsConfig,
     Timeouts,
+    WebhookSettings,
 )
 
 
@@ -69,6 +76,7 @@ def _rule(r: Rule) -> dict[str, Any]:
             "fallbacks": [_backend(b) for b in r.fallbacks],
             "retry": {"attempts": r.retry.attempts, "retryOn": list(r.retry.retry_on)},
             "timeouts": _timeouts(r.timeouts),
+            "guardrails": _guardrails(r.guardrails),
             "promptDecorator": _prompt_decorator(r.prompt_decorator),
             "cache": _cache(r.cache),
         }
@@ -99,6 +107,67 @@ def _cache(c: Cache | None) -> dict[str, Any] | None:
             },
         }
     )
+
+
+def _guardrails(g: Guardrails | None) -> dict[str, Any] | None:
+    if g is None:
+        return None
+    return {
+        "failurePolicy": g.failure_policy,
+        "timeout": g.timeout,
+        "stream": {"window": g.stream_window},
+        "message": g.message,
+        "onBlock": g.on_block,
+        "checkers": [_checker(c) for c in g.checkers],
+    }
+
+
+def _checker(c: Checker) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": c.name,
+        "type": c.type,
+        "action": c.action,
+        "direction": c.direction,
+        "scope": list(c.scope),
+    }
+    s = c.settings
+    if isinstance(s, RulesSettings):
+        out |= _drop_none(
+            {
+                "patterns": list(s.patterns),
+                "keywords": list(s.keywords),
+                "ignoreCase": s.ignore_case or None,
+                "detectors": list(s.detectors),
+                "replacement": s.replacement,
+            }
+        )
+    elif isinstance(s, ModerationSettings):
+        out |= _drop_none(
+            {
+                "pool": s.pool,
+                "model": s.model,
+                "categories": list(s.categories),
+                "thresholds": dict(s.thresholds),
+            }
+        )
+    elif isinstance(s, JudgeSettings):
+        out |= _drop_none({"pool": s.pool, "model": s.model, "format": s.format, "blockOn": list(s.block_on)})
+    elif isinstance(s, AliyunSettings):
+        credentials = {"accessKeyId": s.access_key_id, "accessKeySecret": s.access_key_secret}
+        if s.security_token:
+            credentials["securityToken"] = s.security_token
+        out |= _drop_none(
+            {
+                "region": s.region,
+                "endpoint": s.endpoint,
+                "riskLevel": s.risk_level,
+                "adviceAsMessage": s.advice_as_message or None,
+                "credentials": credentials,
+            }
+        )
+    elif isinstance(s, WebhookSettings):
+        out |= _drop_none({"url": s.url, "credentials": {"token": s.token} if s.token else None})
+    return out
 
 
 def _prompt_decorator(d: PromptDecorator | None) -> dict[str, Any] | None:

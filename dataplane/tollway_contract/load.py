@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from .guardrails import read_guardrails
 from .model import (
     CACHE_MODES,
     CACHE_SCOPES,
@@ -48,6 +49,7 @@ from .model import (
 )
 from .reader import ConfigError, FieldReader
 from .reader import join_path as _join
+from .references import RENDERED, Resolver
 from .templates import TemplateError, parse_template
 
 
@@ -155,29 +157,31 @@ def _rule(r: FieldReader, data: dict[str, Any], path: str) -> Rule | None:
     decorator = data.get("promptDecorator")
     decorator_path = _join(path, "promptDecorator")
     cache = data.get("cache")
+    guardrails = data.get("guardrails")
     return Rule(
         models=models,
         backends=backends,
         fallbacks=r.each(data.get("fallbacks"), _join(path, "fallbacks"), lambda d, p: _backend(r, d, p)),
         retry=Retry(attempts=attempts if attempts is not None else 0, retry_on=retry_on),
         timeouts=None if timeouts is None else _timeouts(r, r.obj(timeouts, _join(path, "timeouts")), path),
+        guardrails=None if guardrails is None else read_guardrails(r, guardrails, _join(path, "guardrails")),
         prompt_decorator=None if decorator is None else read_prompt_decorator(r, decorator, decorator_path),
         cache=None if cache is None else read_cache(r, cache, _join(path, "cache")),
     )
 
 
-def read_cache(r: FieldReader, value: Any, path: str) -> Cache | None:
-    """A cache object (the same shape in a rendered config and in an AIRoute's spec; durations per the reader)."""
+def read_cache(r: FieldReader, value: Any, path: str, resolver: Resolver = RENDERED) -> Cache | None:
+    """A cache object (the same shape in a rendered config and in an AIRoute's spec)."""
     data = r.obj(value, path)
     defaults = Cache()
     mode = r.enum(data, "mode", path, CACHE_MODES, defaults.mode)
     semantic_data = data.get("semantic")
     semantic = None
     if semantic_data is not None:
-        semantic = _semantic_cache(r, r.obj(semantic_data, _join(path, "semantic")), _join(path, "semantic"))
+        semantic = _semantic_cache(r, r.obj(semantic_data, _join(path, "semantic")), _join(path, "semantic"), resolver)
     if mode == "semantic" and semantic_data is None:
         r.fail(_join(path, "semantic"), "is required when mode is semantic (the embedding pool and model)")
-    ttl = r.seconds(data, "ttl", path, defaults.ttl)
+    ttl = resolver.seconds(r, data, "ttl", path)
     return Cache(
         mode=mode,
         ttl=ttl if ttl is not None else defaults.ttl,
@@ -190,9 +194,14 @@ def read_cache(r: FieldReader, value: Any, path: str) -> Cache | None:
     )
 
 
-def _semantic_cache(r: FieldReader, data: dict[str, Any], path: str) -> SemanticCache | None:
+# Where embeddings can be made: the OpenAI embeddings API and the servers that speak it (Gemini's included, as an
+# openai-compatible pool on its compatible endpoint).
+EMBEDDING_PROVIDERS = ("openai", "openai-compatible", "azure-openai")
+
+
+def _semantic_cache(r: FieldReader, data: dict[str, Any], path: str, resolver: Resolver) -> SemanticCache | None:
     embedding = r.obj(data.get("embedding"), _join(path, "embedding"))
-    pool = r.str_(embedding, "pool", _join(path, "embedding"), required=True)
+    pool = resolver.pool(r, embedding, "pool", _join(path, "embedding"), EMBEDDING_PROVIDERS)
     model = r.str_(embedding, "model", _join(path, "embedding"), required=True)
     dimensions = r.int_(embedding, "dimensions", _join(path, "embedding"), None, minimum=1)
     threshold = r.number(data, "threshold", path, 0.92, low=0.0, high=1.0)
@@ -339,9 +348,6 @@ def _check_references(r: FieldReader, config: GatewayConfig) -> None:
                 for k, backend in enumerate(getattr(rule, group)):
                     if backend.pool not in pools:
                         r.fail(f"routes[{i}].rules[{j}].{group}[{k}].pool", f"unknown pool {backend.pool!r}")
-            semantic = rule.cache.semantic if rule.cache is not None else None
-            if semantic is not None and semantic.pool not in pools:
-                r.fail(f"routes[{i}].rules[{j}].cache.semantic.embedding.pool", f"unknown pool {semantic.pool!r}")
 
 
 def config_from_dict(data: Any) -> GatewayConfig:

@@ -19,6 +19,16 @@ FAILURE_POLICIES = ("open", "closed")
 DECORATOR_ROLES = ("system", "developer", "user", "assistant")
 CACHE_MODES = ("exact", "semantic")
 CACHE_SCOPES = ("consumer", "route")
+GUARDRAIL_DIRECTIONS = ("request", "response", "both")
+GUARDRAIL_ACTIONS = ("block", "mask", "audit")
+GUARDRAIL_ON_BLOCK = ("error", "completion")
+CHECKER_TYPES = ("rules", "openai-moderation", "llm-judge", "aliyun-moderation", "webhook")
+MASKING_CHECKERS = ("rules", "webhook")  # the checkers that say what to replace; the others only classify
+PII_DETECTORS = ("email", "phone", "credit-card", "cn-id-card", "ipv4", "api-key")
+JUDGE_FORMATS = ("llama-guard", "qwen3guard", "granite-guardian", "shieldgemma")
+ALIYUN_RISK_LEVELS = ("low", "medium", "high")
+GUARDRAIL_SCOPES = ("system", "user", "assistant", "tool")  # which of the caller's texts a checker reads
+DEFAULT_GUARDRAIL_MESSAGE = "This request was blocked by the content policy."
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_LIMIT_MESSAGE = "Rate limit exceeded, please try again later."
 
@@ -135,6 +145,84 @@ class Cache:
 
 
 @dataclass(frozen=True, slots=True)
+class RulesSettings:
+    """Regular expressions, literal keywords and built-in PII detectors, run in the gateway itself."""
+
+    patterns: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    ignore_case: bool = False  # for patterns and keywords alike
+    detectors: tuple[str, ...] = ()  # PII_DETECTORS
+    replacement: str = "[MASKED]"  # what a pattern or keyword match becomes under `mask`; detectors use [EMAIL], ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationSettings:
+    """An OpenAI-compatible `/moderations` API behind a pool."""
+
+    pool: str
+    model: str = "omni-moderation-latest"
+    categories: tuple[str, ...] = ()  # the categories that count; empty: every flagged category
+    thresholds: tuple[tuple[str, float], ...] = ()  # category -> score at or above which it counts
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeSettings:
+    """A guard model served OpenAI-compatibly behind a pool, its answer read by the parser for `format`."""
+
+    pool: str
+    model: str
+    format: str  # JUDGE_FORMATS
+    block_on: tuple[str, ...] = ()  # categories or severities that count; empty: any unsafe verdict
+
+
+@dataclass(frozen=True, slots=True)
+class AliyunSettings:
+    """Alibaba Cloud Content Moderation (TextModerationPlus), signed with an AccessKey whose values travel in the
+    secrets document: the fields below are ids into `SecretsConfig.keys`, never the values."""
+
+    access_key_id: str
+    access_key_secret: str
+    security_token: str | None = None
+    region: str = "cn-shanghai"
+    endpoint: str | None = None  # a full URL; default https://green-cip.{region}.aliyuncs.com
+    risk_level: str = "high"  # the lowest RiskLevel that counts (ALIYUN_RISK_LEVELS)
+    advice_as_message: bool = False  # the service's suggested answer becomes the message the caller reads
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """A guardrail server speaking LiteLLM's generic guardrail API."""
+
+    url: str
+    token: str | None = None  # id of a bearer token in the secrets document
+
+
+CheckerSettings = RulesSettings | ModerationSettings | JudgeSettings | AliyunSettings | WebhookSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Checker:
+    name: str
+    type: str  # CHECKER_TYPES; says which settings class `settings` is
+    settings: CheckerSettings
+    action: str = "block"  # GUARDRAIL_ACTIONS
+    direction: str = "both"  # request | response | both (the guardrails' direction when the checker sets none)
+    scope: tuple[str, ...] = GUARDRAIL_SCOPES  # which of the caller's texts it reads and masks (request side)
+
+
+@dataclass(frozen=True, slots=True)
+class Guardrails:
+    """Content safety for a rule: checkers on the request, the answer, or both (streams held back by a window)."""
+
+    checkers: tuple[Checker, ...]
+    failure_policy: str = "closed"  # a checker that errs or times out: open lets the text pass, closed blocks
+    timeout: float = 2.0  # seconds, per checker call
+    stream_window: int = 256  # characters of a streamed answer held back until the checkers passed them
+    message: str = DEFAULT_GUARDRAIL_MESSAGE
+    on_block: str = "error"  # error (400, code content_filter) | completion (200, finish_reason content_filter)
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     models: tuple[str, ...]
     backends: tuple[Backend, ...]
@@ -142,6 +230,7 @@ class Rule:
     retry: Retry = field(default_factory=Retry)
     timeouts: Timeouts | None = None
     # Stages (DESIGN section 7). The compiler puts the route-wide setting on every rule that does not set its own.
+    guardrails: Guardrails | None = None
     prompt_decorator: PromptDecorator | None = None
     cache: Cache | None = None
 

@@ -100,8 +100,20 @@ class Gateway:
     def build_snapshot(self, config: GatewayConfig, secrets: SecretsConfig) -> Snapshot:
         self.generation += 1
         return Snapshot.build(
-            config, secrets, self.registry, self.generation, upstream=self.upstream, cache_store=self.cache_store
+            config,
+            secrets,
+            self.registry,
+            self.generation,
+            upstream=self.upstream,
+            cache_store=self.cache_store,
+            http=self.http_session,
         )
+
+    def http_session(self) -> aiohttp.ClientSession:
+        """The process's HTTP client, for stages that call a checker or a model (it exists once started)."""
+        if self._session is None:
+            raise RuntimeError("the gateway has not started")
+        return self._session
 
     async def start(self, app: web.Application) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)

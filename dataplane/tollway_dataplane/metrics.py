@@ -133,6 +133,28 @@ RESPONSES_DROPPED = Counter(
     ("kind", "type"),
     registry=REGISTRY,
 )
+# Content safety. A verdict is counted once per request, checker, direction and category it found (a pass has
+# category ""); action is what it did: pass, audit, mask or block.
+GUARDRAIL_VERDICTS = Counter(
+    "tollway_guardrail_verdicts",
+    "Guardrail verdicts by checker, direction, category and action.",
+    ("route", "consumer", "checker", "direction", "category", "action"),
+    registry=REGISTRY,
+)
+GUARDRAIL_CHECK_SECONDS = Histogram(
+    "tollway_guardrail_check_duration_seconds",
+    "Time one guardrail checker took for one check (a request, an answer, a stream window).",
+    ("route", "checker", "direction"),
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+    registry=REGISTRY,
+)
+GUARDRAIL_ERRORS = Counter(
+    "tollway_guardrail_errors",
+    "Guardrail checks that failed (timeout, an HTTP status, invalid-response, missing-credentials, ...); "
+    "failurePolicy decided what happened to the traffic.",
+    ("route", "checker", "direction", "reason"),
+    registry=REGISTRY,
+)
 IN_FLIGHT = Gauge("tollway_in_flight_requests", "Requests being served.", registry=REGISTRY)
 IN_FLIGHT_STREAMS = Gauge("tollway_in_flight_streams", "Streams being relayed.", registry=REGISTRY)
 CONFIG_GENERATION = Gauge("tollway_config_generation", "Generation of the loaded config.", registry=REGISTRY)

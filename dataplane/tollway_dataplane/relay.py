@@ -60,6 +60,8 @@ async def _whole(
     ctx: RequestContext, answer: Answer, chain: FilterChain | None, headers: dict[str, str]
 ) -> web.Response:
     body = answer.body or b""
+    # What the upstream used is charged even when a filter refuses the answer (a guardrail block): it was spent.
+    ctx.usage = answer.usage
     if chain is not None:
         try:
             body = await chain.body(body)
@@ -67,7 +69,6 @@ async def _whole(
             chain.close(False)
             raise
         chain.close(True)
-    ctx.usage = answer.usage
     ctx.status = 200
     return web.Response(body=body, content_type="application/json", headers=headers)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -13,13 +15,16 @@ from .pools import KeyStateRegistry, PoolRuntime
 from .providers import translator_for
 from .providers.base import Translator
 from .routing import Router
-from .stages import pipeline_for
+from .stages import pipeline_for, stage_warnings
 from .stages.base import StageServices
 from .stages.pipeline import Pipeline
 from .upstream import PoolModels, Upstream
 
 if TYPE_CHECKING:
     from .stages.cache.store import CacheStore
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,9 @@ class Snapshot:
         *,
         upstream: Upstream | None = None,
         cache_store: CacheStore | None = None,
+        http: Callable[[], aiohttp.ClientSession] | None = None,
     ) -> Snapshot:
+        """`http` gives stages the process's HTTP client once it runs (a stage calling a checker, say)."""
         key_values = dict(secrets.keys)
         pools = {p.name: PoolRuntime(p, key_values, registry) for p in config.pools}
         warnings = []
@@ -69,10 +76,13 @@ class Snapshot:
         registry.forget_except({k.id for p in pools.values() for k in p.keys})
         translators = {name: translator_for(p.config.provider) for name, p in pools.items()}
         models = PoolModels(upstream, pools, translators) if upstream is not None else None
-        services = StageServices(pools=pools, models=models, cache_store=cache_store)
+        services = StageServices(pools=pools, models=models, secrets=key_values, cache_store=cache_store)
+        if http is not None:
+            services = dataclasses.replace(services, http=http)
         pipelines = {}
         for configured in config.routes:
             for rule in configured.rules:
+                warnings.extend(stage_warnings(configured.name, rule, services))
                 pipeline = pipeline_for(rule, services)
                 if pipeline is not None:
                     pipelines[id(rule)] = pipeline  # the snapshot holds the config, so ids stay unique

@@ -82,11 +82,14 @@ def compile_crs(documents: Iterable[dict[str, Any]]) -> CompileResult:
             consumers.append(consumer)
     consumers = _drop_shared_keys(consumers, statuses)
 
-    pool_names = {p.name for p in pools}
+    pool_providers = {p.name: p.provider for p in pools}
     consumer_names = {c.name for c in consumers}
     routes: list[Route] = []
     for doc in _unique(by_kind["AIRoute"], statuses):
-        route = compile_route(doc, pool_names, rejected_pools, consumer_names, statuses[doc.ref])
+        # Credentials that stage settings name travel in the secrets document, beside the pools' keys.
+        route = compile_route(
+            doc, pool_providers, rejected_pools, consumer_names, statuses[doc.ref], secrets, key_values
+        )
         if route is not None:
             routes.append(route)
     _report_shadowed_models(routes, statuses)

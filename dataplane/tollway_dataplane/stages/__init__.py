@@ -11,16 +11,21 @@ from collections.abc import Callable
 
 from tollway_contract.model import Rule
 
-from . import cache, decorator
+from . import cache, decorator, guardrails
 from .base import Stage, StageServices
 from .pipeline import Pipeline
 
 Builder = Callable[[Rule, StageServices], Stage | None]
 
-STAGES: tuple[Builder, ...] = (decorator.build, cache.build)
+STAGES: tuple[Builder, ...] = (guardrails.build, decorator.build, cache.build)
 
 
 def pipeline_for(rule: Rule, services: StageServices) -> Pipeline | None:
     """The rule's stages, or None when it has none (the request path then skips the pipeline entirely)."""
     stages = tuple(stage for build in STAGES if (stage := build(rule, services)) is not None)
     return Pipeline(stages) if stages else None
+
+
+def stage_warnings(route: str, rule: Rule, services: StageServices) -> list[str]:
+    """What a snapshot should say about the rule's stage settings: references with nothing behind them."""
+    return [f"route {route}: {warning}" for warning in guardrails.warnings(rule, services)]

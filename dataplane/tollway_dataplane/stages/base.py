@@ -22,7 +22,7 @@ rule without stages has no pipeline at all (no per-request allocation).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,6 +31,8 @@ from ..call import Call
 from ..pools import PoolRuntime
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from .cache.store import CacheStore
 
 
@@ -122,14 +124,25 @@ class ModelCaller(Protocol):
         ...
 
 
+def _no_session() -> aiohttp.ClientSession:
+    raise RuntimeError("the gateway's HTTP client is not running")
+
+
 @dataclass(frozen=True, slots=True)
 class StageServices:
-    """What a stage may use when it is built. A stage that calls a model (an embedding, a judge) goes through a
-    pool with `models`, so it gets keys, timeouts and cooldowns like any request; `cache_store` is the process's
-    response store (Redis when the gateway has one), shared by every snapshot so entries survive reloads."""
+    """What a stage may use when it is built: the snapshot's pools; `models`, through which a stage that calls a
+    model (an embedding, a judge, a query rewrite) goes to a pool, so it gets keys, timeouts, cooldowns and retries
+    like any request; the values of the credentials its settings name by id (from the secrets document); the
+    process's HTTP client, for calls that are not model calls (a moderation service, a webhook, a search engine);
+    and `cache_store`, the process's response store, shared by every snapshot so entries survive reloads.
+
+    The client is reached through a function, called per request: it is created when the gateway starts, after
+    the first snapshot (and so the first stages) were built."""
 
     pools: Mapping[str, PoolRuntime] = field(default_factory=dict)
     models: ModelCaller | None = None
+    secrets: Mapping[str, str] = field(default_factory=dict)  # credential values by id; never log them
+    http: Callable[[], aiohttp.ClientSession] = _no_session
     cache_store: CacheStore | None = None
 
 

@@ -3,69 +3,47 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from tollway_contract.guardrails import read_guardrails
 from tollway_contract.load import read_cache, read_prompt_decorator
-from tollway_contract.model import RETRY_CONDITIONS, Access, Backend, Cache, Retry, Route, Rule
+from tollway_contract.model import RETRY_CONDITIONS, Access, Backend, Retry, Route, Rule
 
 from ..status import ObjectStatus
 from .common import CRDoc, SpecReader, spec_of
 from .consumer import NAMESPACE_LABEL
 from .providerkeypool import read_timeouts
+from .secret import SecretStore
+from .stagerefs import SpecResolver
 
 # Spec fields of later features: accepted by the schema, not yet acted on; say so in the status.
-_RESERVED = ("guardrails", "webSearch")
+_RESERVED = ("webSearch",)
 
-# Stage settings (DESIGN section 7): the spec field, the contract Rule's field, the reader, and what turns
-# same-namespace references (pools) into the config's names. Each applies to every rule of the route; a rule that
-# sets the same field replaces it for its models.
-StageReader = Callable[[SpecReader, Any, str], Any]
-
-
-@dataclass(frozen=True)
-class Refs:
-    """Resolves what a stage's settings reference, recording what does not resolve in the route's status."""
-
-    doc: CRDoc
-    pools: Collection[str]
-    rejected_pools: Collection[str]
-    status: ObjectStatus
-
-    def pool(self, name: str) -> str:
-        qualified = self.doc.qualify(name)
-        if qualified in self.rejected_pools:
-            self.status.unresolved.append(f"pool {name!r} is not accepted (see its status)")
-        elif qualified not in self.pools:
-            self.status.unresolved.append(f"pool {name!r} not found")
-        return qualified
-
-
-def _no_refs(value: Any, refs: Refs) -> Any:
-    return value
-
-
-def _cache_refs(cache: Cache, refs: Refs) -> Cache:
-    if cache.semantic is None:
-        return cache
-    return dataclasses.replace(cache, semantic=dataclasses.replace(cache.semantic, pool=refs.pool(cache.semantic.pool)))
-
-
-_STAGE_FIELDS: tuple[tuple[str, str, StageReader, Callable[[Any, Refs], Any]], ...] = (
-    ("promptDecorator", "prompt_decorator", read_prompt_decorator, _no_refs),
-    ("cache", "cache", read_cache, _cache_refs),
+# Stage settings (DESIGN section 7): the spec field, the contract Rule's field, and the reader. Each applies to
+# every rule of the route; a rule that sets the same field replaces it for its models. A reader gets the spec's
+# resolver for what the setting refers to (durations, pools, Secrets).
+StageReader = Callable[[SpecReader, Any, str, SpecResolver], Any]
+_STAGE_FIELDS: tuple[tuple[str, str, StageReader], ...] = (
+    ("guardrails", "guardrails", read_guardrails),
+    ("promptDecorator", "prompt_decorator", lambda r, value, path, _: read_prompt_decorator(r, value, path)),
+    ("cache", "cache", read_cache),
 )
 
 
 def compile_route(
     doc: CRDoc,
-    pools: Collection[str],
+    pools: Mapping[str, str],
     rejected_pools: Collection[str],
     consumers: Collection[str],
     status: ObjectStatus,
+    secrets: SecretStore | None = None,
+    secret_values: dict[str, str] | None = None,
 ) -> Route | None:
+    """The route, or None when its spec is invalid. `pools` maps accepted pools to their provider; credential
+    values that stage settings reference go into `secret_values` (for the secrets document)."""
     r = SpecReader()
+    resolver = SpecResolver(doc, pools, rejected_pools, secrets or SecretStore(), status)
     spec = spec_of(doc, r)
     match = r.obj(spec.get("match"), "spec.match")
     prefix = r.str_(match, "pathPrefix", "spec.match") or "/v1"
@@ -74,8 +52,7 @@ def compile_route(
     rules_data = r.items(spec.get("rules"), "spec.rules")
     if not rules_data:
         r.fail("spec.rules", "must hold at least one rule")
-    refs = Refs(doc, pools, rejected_pools, status)
-    route_stages = _stages(r, spec, "spec", refs)
+    route_stages = _stages(r, spec, "spec", resolver)
     rules: list[Rule] = []
     first_seen: dict[str, int] = {}
     for i, item in enumerate(rules_data):
@@ -84,7 +61,7 @@ def compile_route(
         rule = _rule(doc, r, data, path, pools, rejected_pools, status)
         if rule is None:
             continue
-        rule = dataclasses.replace(rule, **(route_stages | _stages(r, data, path, refs)))
+        rule = dataclasses.replace(rule, **(route_stages | _stages(r, data, path, resolver)))
         for model in rule.models:
             if model in first_seen:
                 r.fail(f"{path}.models", f"model {model!r} is already matched by spec.rules[{first_seen[model]}]")
@@ -100,6 +77,8 @@ def compile_route(
     status.invalid.extend(r.problems)  # every field is read above this line
     if status.rejected:
         return None
+    if secret_values is not None:
+        secret_values.update(resolver.values)
     return Route(
         name=doc.qualified_name,
         rules=tuple(rules),
@@ -150,14 +129,13 @@ def _rule(
     )
 
 
-def _stages(r: SpecReader, data: dict[str, Any], path: str, refs: Refs) -> dict[str, Any]:
-    """The stage settings `data` sets, as contract Rule fields (references resolved)."""
-    out = {}
-    for name, attribute, reader, resolve in _STAGE_FIELDS:
-        if data.get(name) is not None:
-            value = reader(r, data[name], f"{path}.{name}")
-            out[attribute] = resolve(value, refs) if value is not None else None
-    return out
+def _stages(r: SpecReader, data: dict[str, Any], path: str, resolver: SpecResolver) -> dict[str, Any]:
+    """The stage settings `data` sets, as contract Rule fields."""
+    return {
+        attribute: reader(r, data[name], f"{path}.{name}", resolver)
+        for name, attribute, reader in _STAGE_FIELDS
+        if data.get(name) is not None
+    }
 
 
 def _backends(

@@ -59,13 +59,6 @@ class CRDoc:
 class SpecReader(FieldReader):
     """A FieldReader for CR specs: durations are strings such as "30s"."""
 
-    def seconds(self, data: dict[str, Any], key: str, path: str, default: float | None) -> float | None:
-        """Shared contract readers ask for seconds; in a spec they are written as durations."""
-        if isinstance(data.get(key), str):
-            parsed = self.duration(data, key, path)
-            return parsed if parsed is not None else default
-        return super().seconds(data, key, path, default)
-
     def duration(
         self, data: dict[str, Any], key: str, path: str, *, minimum: float = 0.001, maximum: float | None = None
     ) -> float | None:

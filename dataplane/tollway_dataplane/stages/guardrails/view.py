@@ -1,0 +1,211 @@
+"""The answer as the guardrails see it, per dialect: its texts, how to rewrite them, how to end it blocked.
+
+Response filters receive answers in their dialect (`Answer.dialect`): OpenAI chat (and legacy completions) for
+every translated answer today; native pass-through answers ("anthropic", "responses") keep the provider's shape.
+Everything the guardrails need to know about a shape is behind `AnswerView`, so supporting a dialect is one
+class registered in `VIEWS`. A dialect without a view is never passed unchecked: the filter fails closed (or, under
+failurePolicy open, lets it through and counts the checker error), and says so.
+
+Request-side replies (a blocked request answered as a completion) are always OpenAI chat: the caller's protocol,
+the last filter of the chain, converts them like any answer.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import orjson
+
+from ...answer import OPENAI
+from ...providers.chat import DONE_EVENT
+from ...sse import event_data
+
+CONTENT_FILTER = "content_filter"
+
+
+class AnswerView(Protocol):
+    dialect: str
+
+    def body_texts(self, body: bytes) -> list[str] | None:
+        """The answer texts of a whole body, one per choice (None: not an answer this view can read)."""
+        ...
+
+    def rewrite_body(self, body: bytes, texts: list[str]) -> bytes:
+        """The body with its texts (as `body_texts` listed them) replaced."""
+        ...
+
+    def blocked_body(self, body: bytes, message: str | None) -> bytes:
+        """The body as a blocked answer: the message as its text (or none), finish reason content_filter."""
+        ...
+
+    def event_text(self, event: bytes) -> str | None:
+        """The answer text an SSE event adds (None: it adds none: a role, a finish, usage, the end)."""
+        ...
+
+    def with_event_text(self, event: bytes, text: str) -> bytes:
+        """The event with its text replaced."""
+        ...
+
+    def ends_answer(self, event: bytes) -> bool:
+        """The event finishes the answer (no text follows it)."""
+        ...
+
+    def block_events(self, first_event: bytes | None, message: str | None) -> list[bytes]:
+        """The events that end a stream blocked (`first_event`, the stream's first, gives ids and model)."""
+        ...
+
+
+class OpenAIView:
+    """chat.completion / chat.completion.chunk, and text_completion (legacy completions), choice by choice."""
+
+    dialect = OPENAI
+
+    def body_texts(self, body: bytes) -> list[str] | None:
+        data = _loads(body)
+        choices = data.get("choices") if data is not None else None
+        if not isinstance(choices, list):
+            return None
+        return [_choice_text(c) for c in choices]
+
+    def rewrite_body(self, body: bytes, texts: list[str]) -> bytes:
+        data = _loads(body) or {}
+        choices = data.get("choices") or []
+        for choice, text in zip(choices, texts, strict=False):
+            if isinstance(choice, dict):
+                _set_choice_text(choice, text)
+        return orjson.dumps(data)
+
+    def blocked_body(self, body: bytes, message: str | None) -> bytes:
+        data = _loads(body) or {}
+        choices = data.get("choices") or [{"index": 0}]
+        for choice in choices:
+            if isinstance(choice, dict):
+                _set_choice_text(choice, message or "")
+                choice["finish_reason"] = CONTENT_FILTER
+                message_obj = choice.get("message")
+                if isinstance(message_obj, dict):
+                    message_obj.pop("tool_calls", None)
+                    message_obj.pop("function_call", None)
+        data["choices"] = choices
+        return orjson.dumps(data)
+
+    def event_text(self, event: bytes) -> str | None:
+        if b'"content"' not in event and b'"text"' not in event:
+            return None  # the common text-less events (usage, finish, [DONE]) without decoding
+        data = _event_json(event)
+        if data is None:
+            return None
+        texts = [_delta_text(c) for c in data.get("choices") or () if isinstance(c, dict)]
+        text = "".join(t for t in texts if t)
+        return text or None
+
+    def with_event_text(self, event: bytes, text: str) -> bytes:
+        data = _event_json(event)
+        if data is None:
+            return event
+        first = True
+        for choice in data.get("choices") or ():
+            if not isinstance(choice, dict) or not _delta_text(choice):
+                continue
+            # n > 1 streams are checked as one text: the rewritten text goes to the first choice carrying text.
+            _set_delta_text(choice, text if first else "")
+            first = False
+        return b"data: " + orjson.dumps(data) + b"\n\n"
+
+    def ends_answer(self, event: bytes) -> bool:
+        if b"[DONE]" in event and event_data(event) == b"[DONE]":
+            return True
+        if b'"finish_reason":null' in event or b'"finish_reason"' not in event:
+            return False
+        data = _event_json(event)
+        return data is not None and any(
+            isinstance(c, dict) and c.get("finish_reason") for c in data.get("choices") or ()
+        )
+
+    def block_events(self, first_event: bytes | None, message: str | None) -> list[bytes]:
+        base = _event_json(first_event) if first_event is not None else None
+        base = base or {}
+        legacy = base.get("object") == "text_completion"
+        choice: dict[str, Any] = (
+            {"text": message or "", "index": 0, "logprobs": None, "finish_reason": CONTENT_FILTER}
+            if legacy
+            else {
+                "index": 0,
+                "delta": {"content": message} if message else {},
+                "logprobs": None,
+                "finish_reason": CONTENT_FILTER,
+            }
+        )
+        chunk = {
+            "id": base.get("id") or "chatcmpl-guardrail",
+            "object": "text_completion" if legacy else "chat.completion.chunk",
+            "created": base.get("created") or int(time.time()),
+            "model": base.get("model") or "",
+            "choices": [choice],
+        }
+        return [b"data: " + orjson.dumps(chunk) + b"\n\n", DONE_EVENT]
+
+
+VIEWS: dict[str, AnswerView] = {OPENAI: OpenAIView()}
+
+
+def view_for(dialect: str) -> AnswerView | None:
+    return VIEWS.get(dialect)
+
+
+def _loads(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _event_json(event: bytes) -> dict[str, Any] | None:
+    payload = event_data(event)
+    return _loads(payload) if payload.startswith(b"{") else None
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _choice_text(choice: Any) -> str:
+    if not isinstance(choice, dict):
+        return ""
+    message = choice.get("message")
+    if isinstance(message, dict):
+        return _text_of(message.get("content"))
+    return choice["text"] if isinstance(choice.get("text"), str) else ""
+
+
+def _set_choice_text(choice: dict[str, Any], text: str) -> None:
+    message = choice.get("message")
+    if isinstance(message, dict):
+        message["content"] = text
+    elif "text" in choice:
+        choice["text"] = text
+    else:
+        choice["message"] = {"role": "assistant", "content": text}
+
+
+def _delta_text(choice: dict[str, Any]) -> str:
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        content = delta.get("content")
+        return content if isinstance(content, str) else ""
+    text = choice.get("text")
+    return text if isinstance(text, str) else ""
+
+
+def _set_delta_text(choice: dict[str, Any], text: str) -> None:
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        delta["content"] = text
+    else:
+        choice["text"] = text
