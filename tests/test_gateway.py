@@ -258,3 +258,11 @@ async def test_file_watcher_picks_up_changes(make_gateway: GatewayFactory, mock_
             break
         await asyncio.sleep(0.1)
     assert status == 200
+
+
+async def test_upstream_answers_are_asked_for_uncompressed(gateway: GatewayHandle, mock_llm: MockLLM) -> None:
+    # Answers are relayed and parsed as they arrive: a gzipped body would reach a translator as bytes it cannot read.
+    async with gateway.post(CHAT, chat()) as response:
+        assert response.status == 200
+    (request,) = await mock_llm.requests()
+    assert request["headers"]["accept-encoding"] == "identity"

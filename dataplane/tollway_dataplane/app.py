@@ -117,7 +117,11 @@ class Gateway:
 
     async def start(self, app: web.Application) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+        # Answers are relayed and parsed as they come, so ask for them uncompressed: aiohttp would otherwise offer
+        # gzip and deflate, and a provider that took the offer would send bytes no translator can read.
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, trust_env=False, headers={"Accept-Encoding": "identity"}
+        )
         self.upstream.session = self._session
 
     async def stop(self, app: web.Application) -> None:
