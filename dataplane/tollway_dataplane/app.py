@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from . import accesslog, metrics
+from . import accesslog, inbound_headers, metrics
 from .capture import prompt_text
 from .context import RequestContext
 from .errors import GatewayError
@@ -109,7 +109,7 @@ class Gateway:
         if path == "/readyz":
             return self.readyz()
         ctx = RequestContext(
-            request_id=request.headers.get("x-request-id") or new_request_id(), method=method, path=path
+            request_id=inbound_headers.request_id(request.headers) or new_request_id(), method=method, path=path
         )
         self.in_flight += 1
         metrics.IN_FLIGHT.inc()
@@ -203,7 +203,7 @@ class Gateway:
                 ctx.route,
                 call.model,
                 request.remote or "",
-                request.headers,
+                inbound_headers.TextHeaders(request.headers),
                 call.body,
                 generates=endpoint != EMBEDDINGS,
             )
