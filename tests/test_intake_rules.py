@@ -2,9 +2,69 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
+
 import orjson
+import pytest
 from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, InvalidURLError, LineTooLong
-from tollway_dataplane import front_door, inbound_headers
+from tollway_dataplane import content_coding, front_door, inbound_headers
+from tollway_dataplane.errors import GatewayError
+
+# -- content codings ------------------------------------------------------------------------------------------
+
+
+def decode(header: str, chunks: list[bytes], limit: int = 1 << 20) -> bytes:
+    decoder = content_coding.decoder_for(header, limit)
+    assert decoder is not None
+    return b"".join(decoder.feed(c) for c in chunks) + decoder.finish()
+
+
+def test_gzip_and_both_kinds_of_deflate_decode_in_any_chunking() -> None:
+    body = b'{"model": "m"}' * 50
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    for header, packed in (
+        ("gzip", gzip.compress(body)),
+        ("x-gzip", gzip.compress(body)),
+        ("deflate", zlib.compress(body)),
+        ("deflate", raw.compress(body) + raw.flush()),
+    ):
+        assert decode(header, [packed]) == body
+        assert decode(header, [packed[:1], packed[1:7], packed[7:]]) == body  # the first byte alone, too
+
+
+def test_identity_needs_no_decoder_and_other_codings_are_415() -> None:
+    assert content_coding.decoder_for(None, 10) is None
+    assert content_coding.decoder_for("identity", 10) is None
+    for coding in ("br", "zstd", "gzip, br", "compress"):
+        with pytest.raises(GatewayError) as caught:
+            content_coding.decoder_for(coding, 10)
+        assert caught.value.status == 415 and "gzip" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "header, chunks, why",
+    [
+        ("gzip", [b'{"model": "m"}'], "does not decode"),
+        ("deflate", [b"\x00\x01not deflate at all"], "does not decode"),
+        ("gzip", [gzip.compress(b"x" * 100)[:20]], "truncated"),
+        ("gzip", [gzip.compress(b"x") + b"trailing"], "data after the end"),
+        ("deflate", [b"x"], "truncated"),
+    ],
+)
+def test_a_body_that_does_not_decode_is_400(header: str, chunks: list[bytes], why: str) -> None:
+    with pytest.raises(GatewayError) as caught:
+        decode(header, chunks)
+    assert caught.value.status == 400 and why in caught.value.message
+
+
+def test_the_limit_applies_to_the_decoded_size() -> None:
+    bomb = gzip.compress(b"\0" * (5 << 20))  # about 5 KB on the wire
+    with pytest.raises(GatewayError) as caught:
+        decode("gzip", [bomb], limit=1 << 20)
+    assert caught.value.status == 413
+    assert len(decode("gzip", [bomb], limit=5 << 20)) == 5 << 20
+
 
 # -- headers --------------------------------------------------------------------------------------------------
 

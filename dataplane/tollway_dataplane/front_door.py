@@ -11,8 +11,9 @@ The answer has the OpenAI error object plus a top-level `"type": "error"`, so it
 error: the parser fails before the path is known, and both kinds of SDK read it.
 
 `runner()` is how the process wires this in (a `web.AppRunner` whose server makes `GatewayProtocol`s), with the
-listener settings that belong to the front door: header limits, and no `Server` header (it named the framework
-and Python versions).
+listener settings that belong to the front door: header limits, no transparent request decompression (the
+intake decides which content codings it accepts, see `content_coding`), and no `Server` header (it named the
+framework and Python versions).
 """
 
 from __future__ import annotations
@@ -159,5 +160,6 @@ def runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
         max_line_size=MAX_FIELD_BYTES,
         max_field_size=MAX_FIELD_BYTES,
         max_headers=MAX_HEADERS,
+        auto_decompress=False,
         **kwargs,
     )

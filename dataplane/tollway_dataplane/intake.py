@@ -1,7 +1,8 @@
-"""Where a request's body enters the gateway: read within the size limit, parsed, checked field by field.
+"""Where a request's body enters the gateway: read within the size limit, decoded, parsed, checked field by field.
 
-Everything a caller sends is judged here, once, before any other code walks it; every problem is a 400 (or 413)
-naming the field, so nothing past this point has to defend against a malformed body.
+Everything a caller sends is judged here, once, before any other code walks it; every problem is a 400 (or 413,
+415) naming the field, so nothing past this point has to defend against a malformed body. Which Content-Encodings
+are accepted, and how they are decoded within the limit, is `content_coding`'s business.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import orjson
 from aiohttp import web
 from tollway_contract.model import DEFAULT_MAX_BODY_BYTES
 
+from .content_coding import decoder_for
 from .errors import GatewayError
 from .providers.base import CHAT, COMPLETIONS, EMBEDDINGS, Call
 
@@ -22,16 +24,23 @@ async def read_body(request: web.Request, limit: int = DEFAULT_MAX_BODY_BYTES) -
         raise GatewayError(
             413, f"Request body of {length} bytes exceeds the limit of {limit} bytes.", "request_too_large"
         )
+    decoder = decoder_for(request.headers.get("Content-Encoding"), limit)
     chunks = []
     size = 0
     while True:
-        chunk = await request.content.readany()
+        try:
+            chunk = await request.content.readany()
+        except web.RequestPayloadError:
+            # The HTTP layer could not frame the body (a bad chunk size, a body shorter than its length).
+            raise GatewayError(400, "The request body is malformed or incomplete.", "invalid_body") from None
         if not chunk:
             break
         size += len(chunk)
         if size > limit:
             raise GatewayError(413, f"Request body exceeds the limit of {limit} bytes.", "request_too_large")
-        chunks.append(chunk)
+        chunks.append(decoder.feed(chunk) if decoder is not None else chunk)
+    if decoder is not None:
+        chunks.append(decoder.finish())
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
