@@ -8,7 +8,7 @@ import zlib
 import orjson
 import pytest
 from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, InvalidURLError, LineTooLong
-from tollway_dataplane import content_coding, front_door, inbound_headers
+from tollway_dataplane import content_coding, front_door, inbound_headers, json_depth
 from tollway_dataplane.errors import GatewayError
 
 # -- content codings ------------------------------------------------------------------------------------------
@@ -64,6 +64,25 @@ def test_the_limit_applies_to_the_decoded_size() -> None:
         decode("gzip", [bomb], limit=1 << 20)
     assert caught.value.status == 413
     assert len(decode("gzip", [bomb], limit=5 << 20)) == 5 << 20
+
+
+# -- nesting --------------------------------------------------------------------------------------------------
+
+
+def test_nesting_up_to_the_limit_passes_and_beyond_names_the_path() -> None:
+    limit = json_depth.MAX_DEPTH
+    ok = orjson.loads(b'{"a":' + b"[" * (limit - 1) + b"]" * (limit - 1) + b"}")
+    json_depth.check_depth(ok, orjson.dumps(ok))
+    raw = b'{"model":"m","messages":[{"content":' + b"[" * limit + b"]" * limit + b"}]}"
+    with pytest.raises(GatewayError) as caught:
+        json_depth.check_depth(orjson.loads(raw), raw)
+    assert caught.value.status == 400
+    assert caught.value.message.startswith("'messages[0].content[0]...' nests deeper than 128 levels")
+
+
+def test_many_brackets_side_by_side_are_not_depth() -> None:
+    wide = {"input": [[1, 2]] * 5000}
+    json_depth.check_depth(wide, orjson.dumps(wide))
 
 
 # -- headers --------------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Where a request's body enters the gateway: read within the size limit, decoded, parsed, checked field by field.
 
 Everything a caller sends is judged here, once, before any other code walks it; every problem is a 400 (or 413,
-415) naming the field, so nothing past this point has to defend against a malformed body. Which Content-Encodings
-are accepted, and how they are decoded within the limit, is `content_coding`'s business.
+415) naming the field, so nothing past this point has to defend against a malformed body. The rules live in
+their own modules: `content_coding` (which Content-Encodings are accepted) and `json_depth` (how deep a body may
+nest).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tollway_contract.model import DEFAULT_MAX_BODY_BYTES
 
 from .content_coding import decoder_for
 from .errors import GatewayError
+from .json_depth import check_depth
 from .providers.base import CHAT, COMPLETIONS, EMBEDDINGS, Call
 
 
@@ -53,6 +55,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise GatewayError(400, f"The request body is not valid JSON: {exc}.", "invalid_json") from None
     if not isinstance(body, dict):
         raise GatewayError(400, "The request body must be a JSON object.", "invalid_json")
+    check_depth(body, raw)
     return body
 
 
