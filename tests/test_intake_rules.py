@@ -8,7 +8,7 @@ import zlib
 import orjson
 import pytest
 from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, InvalidURLError, LineTooLong
-from tollway_dataplane import content_coding, front_door, inbound_headers, json_depth
+from tollway_dataplane import content_coding, fields, front_door, inbound_headers, json_depth
 from tollway_dataplane.errors import GatewayError
 
 # -- content codings ------------------------------------------------------------------------------------------
@@ -83,6 +83,49 @@ def test_nesting_up_to_the_limit_passes_and_beyond_names_the_path() -> None:
 def test_many_brackets_side_by_side_are_not_depth() -> None:
     wide = {"input": [[1, 2]] * 5000}
     json_depth.check_depth(wide, orjson.dumps(wide))
+
+
+# -- fields ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            {"max_tokens": -1_000_000_000_000},
+            "'max_tokens' must be an integer from 1 to 1,000,000, got -1,000,000,000,000.",
+        ),
+        ({"max_tokens": 0}, "'max_tokens' must be an integer from 1 to 1,000,000, got 0."),
+        ({"max_tokens": 1.5}, "'max_tokens' must be an integer, got float."),
+        ({"max_completion_tokens": True}, "'max_completion_tokens' must be an integer, got bool."),
+        ({"n": 129}, "'n' must be an integer from 1 to 128, got 129."),
+        ({"temperature": 2.5}, "'temperature' must be a number from 0 to 2, got 2.5."),
+        ({"top_p": "1"}, "'top_p' must be a number, got str."),
+    ],
+)
+def test_numbers_out_of_range_or_of_the_wrong_type_name_the_field(body: dict[str, object], message: str) -> None:
+    with pytest.raises(GatewayError) as caught:
+        fields.check_numbers(body, fields.OPENAI_NUMBERS)
+    assert caught.value.status == 400 and caught.value.message == message
+
+
+def test_anthropic_ranges_are_anthropic_ones() -> None:
+    fields.check_numbers({"temperature": 1.5}, fields.OPENAI_NUMBERS)
+    with pytest.raises(GatewayError):
+        fields.check_numbers({"temperature": 1.5}, fields.ANTHROPIC_NUMBERS)
+
+
+def test_message_parts_the_gateway_reads_must_be_text() -> None:
+    fields.check_chat_messages([{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url"}]}])
+    with pytest.raises(GatewayError) as caught:
+        fields.check_chat_messages([{"role": "user", "content": [{"type": "text", "text": 5}]}])
+    assert caught.value.message == "'messages[0].content[0].text' must be a string, got int."
+
+
+@pytest.mark.parametrize("model", ["m\n", "m\x00", "x" * 257, "a\u2028b"])
+def test_model_names_are_short_printable_text(model: str) -> None:
+    with pytest.raises(GatewayError):
+        fields.check_model(model)
 
 
 # -- headers --------------------------------------------------------------------------------------------------

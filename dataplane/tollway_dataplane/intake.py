@@ -2,8 +2,8 @@
 
 Everything a caller sends is judged here, once, before any other code walks it; every problem is a 400 (or 413,
 415) naming the field, so nothing past this point has to defend against a malformed body. The rules live in
-their own modules: `content_coding` (which Content-Encodings are accepted) and `json_depth` (how deep a body may
-nest).
+their own modules: `content_coding` (which Content-Encodings are accepted), `json_depth` (how deep a body may
+nest) and `fields` (types and ranges of the fields, per entry protocol).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from tollway_contract.model import DEFAULT_MAX_BODY_BYTES
 
 from .content_coding import decoder_for
 from .errors import GatewayError
+from .fields import OPENAI_NUMBERS, check_chat_messages, check_model, check_numbers, check_stop, invalid
 from .json_depth import check_depth
 from .providers.base import CHAT, COMPLETIONS, EMBEDDINGS, Call
 
@@ -59,39 +60,27 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _field_error(name: str, expected: str, value: Any) -> GatewayError:
-    got = "null" if value is None else type(value).__name__
-    return GatewayError(400, f"'{name}' must be {expected}, got {got}.", "invalid_type", type="invalid_request_error")
-
-
 def make_call(endpoint: str, body: dict[str, Any], raw: bytes) -> Call:
-    model = body.get("model")
-    if model is None:
-        raise GatewayError(400, "'model' is required.", "missing_model")
-    if not isinstance(model, str) or not model:
-        raise _field_error("model", "a non-empty string", model)
+    model = check_model(body.get("model"))
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
-        raise _field_error("stream", "a boolean", stream)
+        raise invalid("stream", "a boolean", stream)
     if endpoint == CHAT:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise _field_error("messages", "a non-empty array", messages)
-        if not all(isinstance(m, dict) for m in messages):
-            raise GatewayError(400, "Every item of 'messages' must be an object.", "invalid_type")
+            raise invalid("messages", "a non-empty array", messages)
+        check_chat_messages(messages)
     elif endpoint == COMPLETIONS:
         if not isinstance(body.get("prompt"), str | list):
-            raise _field_error("prompt", "a string or an array", body.get("prompt"))
+            raise invalid("prompt", "a string or an array", body.get("prompt"))
     elif endpoint == EMBEDDINGS:
         if not isinstance(body.get("input"), str | list):
-            raise _field_error("input", "a string or an array", body.get("input"))
+            raise invalid("input", "a string or an array", body.get("input"))
         stream = False
-    for name in ("max_tokens", "max_completion_tokens", "n"):
-        value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise _field_error(name, "an integer", value)
+    check_numbers(body, OPENAI_NUMBERS)
+    check_stop(body)
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
-        raise _field_error("stream_options", "an object", options)
+        raise invalid("stream_options", "an object", options)
     wants_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
     return Call(endpoint=endpoint, body=body, raw=raw, model=model, stream=bool(stream), client_wants_usage=wants_usage)

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from ..errors import GatewayError
+from ..fields import ANTHROPIC_NUMBERS, check_numbers
 from ..providers.chat import obj
 from .anthropic_egress import EGRESS
 
@@ -30,8 +31,9 @@ def to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(messages, list) or not messages:
         raise _invalid("'messages' must be a non-empty array.", "invalid_messages")
     max_tokens = body.get("max_tokens")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise _invalid("'max_tokens' is required and must be a positive integer.", "invalid_max_tokens")
+    if max_tokens is None:
+        raise _invalid("'max_tokens' is required.", "invalid_max_tokens")
+    check_numbers(body, ANTHROPIC_NUMBERS)
     out: dict[str, Any] = {"model": body.get("model"), "messages": _system(body.get("system"))}
     for i, message in enumerate(messages):
         out["messages"].extend(_message(message, f"messages[{i}]"))
