@@ -70,6 +70,7 @@ class Gateway:
         """Swap in a new snapshot: one reference assignment; requests in flight keep the one they hold."""
         self.snapshot = snapshot
         metrics.BENCHED_KEYS.source = lambda: snapshot.pools
+        metrics.model_label.configure(snapshot.config.routes)
         metrics.CONFIG_GENERATION.set(snapshot.generation)
         metrics.CONFIG_INFO.info({"hash": snapshot.hash})
         metrics.CONFIG_LOADED_AT.set(snapshot.loaded_at)
