@@ -6,7 +6,7 @@ never naming its server software, and it stays up. After the run its log holds n
 the metrics' model label holds only names the config knows.
 
 Reproducible: hypothesis is derandomized (the same inputs on every run) with a fixed budget per endpoint,
-TOLLWAY_FUZZ_EXAMPLES (default 500). TOLLWAY_FUZZ_SEED=N explores other inputs instead (a failure then prints
+TOLLWAY_FUZZ_EXAMPLES (default 750). TOLLWAY_FUZZ_SEED=N explores other inputs instead (a failure then prints
 the reproducing decorator); add whatever breaks the gateway to corpus.json.
 """
 
@@ -31,7 +31,7 @@ from harness import (
 from hypothesis import HealthCheck, given, seed, settings
 from strategies import PATHS, Request, raw_requests, requests
 
-BUDGET = int(os.environ.get("TOLLWAY_FUZZ_EXAMPLES", "500"))
+BUDGET = int(os.environ.get("TOLLWAY_FUZZ_EXAMPLES", "750"))
 _SEED = os.environ.get("TOLLWAY_FUZZ_SEED")
 FUZZ = settings(
     max_examples=BUDGET,
