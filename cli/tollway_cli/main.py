@@ -87,6 +87,7 @@ def _operator(args: argparse.Namespace) -> int:
             max_object_bytes=args.max_object_bytes,
             resync=args.resync,
             liveness=args.liveness,
+            readiness=args.readiness,
             log_level=args.log_level,
         )
     except ValueError as exc:
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator.add_argument("--resync", type=float, default=300.0, help="seconds between drift-repairing re-renders")
     operator.add_argument("--liveness", metavar="URL", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    operator.add_argument(
+        "--readiness", metavar="URL", help="readiness endpoint (ready once the first render is published)"
+    )
     operator.add_argument("--log-level", default="info")
     operator.set_defaults(func=_operator)
 

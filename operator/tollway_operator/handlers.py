@@ -1,7 +1,8 @@
 """kopf registration: every handler the operator has, in one place.
 
 * login: the same credentials as the operator's own API client (kubeconfig, in-cluster, KUBECONFIG).
-* startup/cleanup: operator settings, then the controller's render loop (`controller.py`).
+* startup/cleanup: operator settings, then the controller's render loop (`controller.py`) and the readiness
+  endpoint (`readiness.py`).
 * one event handler per watched kind (the four Tollway kinds and Secrets): hands the object to the controller,
   which keeps what the compiler reads and ignores changes that do not matter (status, annotations).
 
@@ -25,6 +26,7 @@ from tollway_kube.client import KubeClient, KubeCredentials
 
 from .controller import IGNORED_SECRET_TYPES, PLURALS, Controller, stop
 from .options import OperatorOptions
+from .readiness import ReadinessServer
 from .resources.common import GROUP, VERSION
 
 registry = kopf.OperatorRegistry()
@@ -40,6 +42,12 @@ class State:
     controller: Controller | None = None
     client: KubeClient | None = None
     task: asyncio.Task[None] | None = None
+    readiness: ReadinessServer | None = None
+
+    async def ready(self) -> tuple[bool, str]:
+        if self.controller is not None and self.controller.published:
+            return True, "config published"
+        return False, "listing, compiling and publishing the watched objects"
 
 
 def _state(memo: Any) -> State:
@@ -79,6 +87,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     state.controller = Controller(options, state.client)
     state.task = asyncio.create_task(state.controller.run(), name="tollway render loop")
     state.task.add_done_callback(_render_loop_ended)
+    if options.readiness:
+        state.readiness = ReadinessServer(options.readiness, state.ready)
+        await state.readiness.start()
     log.info(
         "operator started",
         extra={
@@ -99,6 +110,8 @@ def _render_loop_ended(task: asyncio.Task[None]) -> None:
 async def cleanup(memo: Any, **_: Any) -> None:
     state = _state(memo)
     await stop(state.task)
+    if state.readiness is not None:
+        await state.readiness.stop()
     if state.client is not None:
         await state.client.close()
 

@@ -23,6 +23,7 @@ class OperatorOptions:
     status_concurrency: int = 32  # status patches in flight at once
     resync: float = 300.0  # seconds between full re-renders that repair drift (standalone mode only)
     liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz (kopf's liveness endpoint)
+    readiness: str | None = None  # e.g. http://0.0.0.0:8082/readyz (ready once the first render is published)
     log_level: str = "info"
 
     def __post_init__(self) -> None:
