@@ -69,6 +69,9 @@ def test_value_sets_pass_server_dry_run(control_plane: ControlPlane, crds_instal
     proc = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest, check=False)
     assert proc.returncode == 0, proc.stderr
     kinds = {d["kind"] for d in documents}
+    crds = {d["metadata"]["name"] for d in documents if d["kind"] == "CustomResourceDefinition"}
+    # kopf's peering CRDs come with operator.peering, and only then.
+    assert ("kopfpeerings.kopf.dev" in crds) == ("peering" in name), crds
     if name == "builtin-redis-networkpolicy":
         assert {"StatefulSet", "NetworkPolicy"} <= kinds
     if name == "no-redis-hpa-off":
@@ -190,4 +193,74 @@ def test_helm_install_then_the_chart_rbac_reconciles_the_examples(
         assert status == 200, body
         assert stack.forbidden() == []
     finally:
+        stack.stop()
+
+
+def test_with_peering_a_standby_operator_takes_over(
+    control_plane: ControlPlane, crds_installed, namespace: str, tmp_path: Path
+):
+    """operator.peering: the chart installs kopf's peering CRDs and the RBAC, the replicas create their peering
+    object; the higher-priority replica renders, the other stands by (and is ready), and when the active one
+    stops the standby takes over and renders the next change."""
+    from gateway_stack import FORBIDDEN, Proc, Stack, python, wait_for
+
+    release = "peer"
+    args = install(control_plane, namespace, release, "--set", "operator.peering=true", "--set", "operator.replicas=2")
+    assert f"--peering={release}-tollway" in args
+    established = control_plane.kubectl(
+        "get", "crd/kopfpeerings.kopf.dev", "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+    ).stdout
+    assert established == "True"
+    stack = Stack(control_plane, namespace, tmp_path)
+    stack.operator_name = f"{release}-tollway-operator"
+    standby: Proc | None = None
+
+    def route(model: str) -> str:
+        return f"""
+            apiVersion: tollway.dev/v1alpha1
+            kind: AIRoute
+            metadata: {{name: extra, namespace: {namespace}}}
+            spec:
+              rules: [{{models: [{model}], backends: [{{pool: mock}}]}}]
+        """
+
+    def renders(proc: Proc) -> int:
+        return sum(1 for line in proc.log_lines() if line.get("msg") == "config written")
+
+    try:
+        for example in sorted((ROOT / "examples" / "quickstart").glob("*.yaml")):
+            stack.apply(example.read_text())
+        active_args = with_free_ports(args)
+        active = stack.start_operator(*active_args, "--priority=20", timeout=60)
+        wait_for(lambda: readiness(endpoint(active_args, "--readiness"))[0] == 200, "the active operator to be ready")
+        standby_args = with_free_ports(args)
+        kubeconfig = control_plane.service_account_kubeconfig(namespace, stack.operator_name, create=False)
+        standby = Proc(
+            "standby",
+            [python(), "-m", "tollway_cli", "operator", *standby_args, "--priority=10"],
+            tmp_path / "standby.log",
+            env=control_plane.env(kubeconfig),
+        )
+        standby_ready = wait_for(
+            lambda: (answer := readiness(endpoint(standby_args, "--readiness")))[0] == 200 and answer[1],
+            "the standby to be ready",
+            timeout=60,
+        )
+        assert "standing by" in standby_ready["reason"]
+        assert stack.api.get(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{release}-tollway")
+
+        before = stack.rendered_hash()
+        stack.apply(route("first-change"))
+        first = wait_for(lambda: (h := stack.rendered_hash()) != before and h, "the active operator to render")
+        assert renders(standby) == 0  # standing by: it never writes
+
+        active.stop()  # SIGTERM: kopf leaves the peering, the standby resumes
+        stack.apply(route("second-change"))
+        wait_for(lambda: (h := stack.rendered_hash()) != first and h, "the standby to take over", timeout=90)
+        assert renders(standby) >= 1
+        assert stack.forbidden() == []
+        assert not [line for line in standby.log().splitlines() if FORBIDDEN.search(line)]
+    finally:
+        if standby is not None:
+            standby.stop()
         stack.stop()

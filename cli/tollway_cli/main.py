@@ -170,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument(
         "--peering", metavar="NAME", help="enable kopf peering (several replicas, one active); default: standalone"
     )
-    operator.add_argument("--priority", type=int, default=0, help="kopf peering priority")
+    operator.add_argument(
+        "--priority", type=int, help="kopf peering priority (default with --peering: random, so replicas never tie)"
+    )
     operator.add_argument("--kubeconfig", metavar="PATH", help="default: in-cluster, else KUBECONFIG or ~/.kube/config")
     operator.add_argument(
         "--max-object-bytes", type=int, default=900 * 1024, help="shard rendered documents above this size"

@@ -24,6 +24,7 @@ import kopf
 from tollway_contract.rendered import RENDERED_LABEL
 from tollway_kube.client import KubeClient, KubeCredentials
 
+from . import peering
 from .controller import IGNORED_SECRET_TYPES, PLURALS, Controller, stop
 from .options import OperatorOptions
 from .readiness import ReadinessServer
@@ -37,8 +38,9 @@ log = logging.getLogger("tollway.operator")
 class State:
     """Shared by every handler through kopf's memo (kopf hands each object a shallow copy of the root memo)."""
 
-    options: OperatorOptions
+    options: OperatorOptions  # with the effective peering priority
     credentials: KubeCredentials
+    identity: str = ""  # this replica in the peering objects
     controller: Controller | None = None
     client: KubeClient | None = None
     task: asyncio.Task[None] | None = None
@@ -47,6 +49,14 @@ class State:
     async def ready(self) -> tuple[bool, str]:
         if self.controller is not None and self.controller.published:
             return True, "config published"
+        options, client = self.options, self.client
+        standby = (
+            options.peering is not None
+            and client is not None
+            and await peering.is_standby(client, options, self.identity, options.priority or 0)
+        )
+        if standby:
+            return True, "standing by: a peer with a higher priority is active"
         return False, "listing, compiling and publishing the watched objects"
 
 
@@ -79,7 +89,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.posting.reporting_component = "tollway-operator"
     settings.posting.level = logging.WARNING  # kopf's own per-object chatter stays in the log, not in Events
     settings.peering.standalone = options.peering is None
-    settings.peering.priority = options.priority
+    settings.peering.priority = options.priority or 0
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.error_backoffs = (0.5, 1, 2, 4, 8, 15, 30, 60)  # about two minutes of API trouble
@@ -95,7 +105,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         extra={
             "watching": "all namespaces" if options.all_namespaces else list(options.namespaces),
             "target": f"{options.target}/{options.configmap} + secret {options.secret_name}",
-            "mode": f"peering {options.peering}" if options.peering else "standalone",
+            "mode": f"peering {options.peering} as {state.identity}, priority {options.priority}"
+            if options.peering
+            else "standalone",
             "api": state.credentials.server,
         },
     )
