@@ -47,7 +47,7 @@ format: install
 	@$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
 
 redis:
 	@scripts/ensure-redis.sh
