@@ -25,17 +25,25 @@ RELAY_REFACTOR = "fixed by the relay refactor"
 GUARD = 10.0
 
 
-def crs(upstream: str, *, retry: str = "{attempts: 0}", fallback: bool = False, extra: str = "") -> dict[str, str]:
+def crs(
+    upstream: str,
+    *,
+    retry: str = "{attempts: 0}",
+    fallback: bool = False,
+    extra: str = "",
+    provider: str = "openai-compatible",
+) -> dict[str, str]:
     """One pool with one key and short timeouts (and, for fallbacks, a second pool at the same mock)."""
     fallbacks = "fallbacks: [{pool: backup, model: backup-model}]" if fallback else ""
+    base = f"{upstream}/v1" if provider.startswith("openai") else upstream
     return {
         "all.yaml": f"""
             apiVersion: tollway.dev/v1alpha1
             kind: ProviderKeyPool
             metadata: {{name: primary, namespace: default}}
             spec:
-              provider: openai-compatible
-              baseURL: {upstream}/v1
+              provider: {provider}
+              baseURL: {base}
               keys: [{{secretRef: {{name: keys, key: primary}}}}]
               timeouts: {{connect: 1s, firstByte: 2s, idle: 400ms}}
             ---
@@ -210,6 +218,27 @@ async def test_a_stream_ending_without_finish_reason_or_done_is_reported_as_cut(
     async with gateway.post(CHAT, chat(True)) as response:
         assert response.status == 200
         assert interrupted(await last_event(response))
+    survived()
+
+
+@pytest.mark.xfail(strict=True, reason=RELAY_REFACTOR)
+async def test_an_upstream_answer_nested_too_deep_to_translate_is_a_502(
+    make_gateway: GatewayFactory, mock_llm: MockLLM
+) -> None:
+    """Found by this suite, next to defect 7: an Anthropic upstream whose tool_use input nests 300 levels deep
+    (valid JSON) crashes the translation back to OpenAI (orjson refuses to re-encode it): a 500, where an
+    answer the gateway cannot express must be an upstream failure."""
+    handle = await make_gateway(crs(mock_llm.url, provider="anthropic"))
+    deep = '{"a":' * 300 + "1" + "}" * 300
+    answer = (
+        '{"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "stop_reason": "tool_use",'
+        ' "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": ' + deep + "}],"
+        ' "usage": {"input_tokens": 1, "output_tokens": 1}}'
+    )
+    await mock_llm.script({"body": answer}, times=0)
+    async with handle.post(CHAT, chat()) as response:
+        assert response.status == 502
+        await error_of(response)
     survived()
 
 
