@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test test-unit e2e controlplane redis clients lint format clean image e2e-kind chart-crds bench bench-quick bench-profile
+.PHONY: install run test test-unit e2e controlplane redis clients lint format clean image e2e-kind chart-crds bench bench-quick bench-profile reliability-report
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ test-unit: install redis clients
 controlplane:
 	@e2e/controlplane/build.sh
 
+# The reliability tier (also part of test-unit) with its figures written into docs/reliability.md.
+reliability-report: install redis
+	@$(BIN)/python scripts/reliability-report.py
+
 e2e: install controlplane
 	@$(BIN)/pytest e2e
 
@@ -43,7 +47,7 @@ format: install
 	@$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
 
 redis:
 	@scripts/ensure-redis.sh

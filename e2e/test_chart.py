@@ -69,6 +69,9 @@ def test_value_sets_pass_server_dry_run(control_plane: ControlPlane, crds_instal
     proc = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest, check=False)
     assert proc.returncode == 0, proc.stderr
     kinds = {d["kind"] for d in documents}
+    crds = {d["metadata"]["name"] for d in documents if d["kind"] == "CustomResourceDefinition"}
+    # kopf's peering CRDs come with operator.peering, and only then.
+    assert ("kopfpeerings.kopf.dev" in crds) == ("peering" in name), crds
     if name == "builtin-redis-networkpolicy":
         assert {"StatefulSet", "NetworkPolicy"} <= kinds
     if name == "no-redis-hpa-off":
@@ -89,7 +92,7 @@ def test_pods_follow_security_conventions(control_plane: ControlPlane, namespace
             assert context["capabilities"]["drop"] == ["ALL"], where
             assert container["resources"]["requests"] and container["resources"]["limits"], where
             assert container.get("livenessProbe"), where
-            assert container.get("readinessProbe") or container["name"] == "operator", where  # serves no traffic
+            assert container.get("readinessProbe"), where
 
 
 def test_dataplane_drains_before_it_is_killed(control_plane: ControlPlane, namespace: str):
@@ -105,15 +108,26 @@ def test_dataplane_drains_before_it_is_killed(control_plane: ControlPlane, names
     assert pod["terminationGracePeriodSeconds"] > drain + grace
 
 
-def test_helm_install_then_the_chart_rbac_reconciles_the_examples(
-    control_plane: ControlPlane, crds_installed, namespace: str, tmp_path: Path
-):
-    """`helm install` succeeds and serves the CRDs; the operator and the data plane, run with the chart's own
-    ServiceAccounts, args and RBAC, reconcile every example: a missing permission fails this test."""
-    from gateway_stack import Stack, wait_for
+QUICKSTART_UPSTREAM = "http://127.0.0.1:9090"  # where examples/quickstart expects `make run`'s mock
 
-    release = "tlw"
-    control_plane.helm("install", release, str(CHART), "--namespace", namespace, "--set", "redis.mode=none")
+
+def with_free_ports(args: list[str]) -> list[str]:
+    """The operator's args with its health endpoints moved to free ports (processes share one machine)."""
+    from controlplane.cluster import free_port
+
+    moved = []
+    for arg in args:
+        for flag in ("--liveness", "--readiness"):
+            if arg.startswith(flag + "="):
+                path = "/" + arg.split("/", 3)[3]
+                arg = f"{flag}=http://127.0.0.1:{free_port()}{path}"
+        moved.append(arg)
+    return moved
+
+
+def install(control_plane: ControlPlane, namespace: str, release: str, *values: str) -> list[str]:
+    """`helm install` the chart; the operator's args (after the subcommand) from the installed Deployment."""
+    control_plane.helm("install", release, str(CHART), "--namespace", namespace, "--set", "redis.mode=none", *values)
     for crd in ("airoutes", "consumers", "providerkeypools", "tokenratelimits"):
         established = control_plane.kubectl(
             "get", f"crd/{crd}.tollway.dev", "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}"
@@ -121,16 +135,47 @@ def test_helm_install_then_the_chart_rbac_reconciles_the_examples(
         assert established == "True", crd
     manifest = control_plane.helm("get", "manifest", release, "--namespace", namespace).stdout
     deployments = {d["metadata"]["name"]: d for d in yaml.safe_load_all(manifest) if d and d["kind"] == "Deployment"}
-    operator_args = deployments[f"{release}-tollway-operator"]["spec"]["template"]["spec"]["containers"][0]["args"]
-    operator_args = [a for a in operator_args if not a.startswith("--liveness")]  # no port clash on one machine
+    args = deployments[f"{release}-tollway-operator"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "operator"
+    return list(args[1:])
 
+
+def endpoint(args: list[str], flag: str) -> str:
+    return next(a.split("=", 1)[1] for a in args if a.startswith(flag + "="))
+
+
+def readiness(url: str) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_helm_install_then_the_chart_rbac_reconciles_the_examples(
+    control_plane: ControlPlane, crds_installed, namespace: str, tmp_path: Path
+):
+    """`helm install` succeeds and serves the CRDs; the operator and the data plane, run with the chart's own
+    ServiceAccounts, args and RBAC, reconcile every example: a missing permission fails this test. The operator
+    turns ready once it has published, and the quickstart answers through a mock on a free port (nothing here
+    depends on a fixed port being free)."""
+    from gateway_stack import Stack, wait_for
+
+    release = "tlw"
+    operator_args = with_free_ports(install(control_plane, namespace, release))
     stack = Stack(control_plane, namespace, tmp_path)
     stack.operator_name = f"{release}-tollway-operator"  # the chart's ServiceAccounts, bound by the chart's RBAC
     stack.dataplane_name = f"{release}-tollway-dataplane"
     try:
+        stack.start_mock()
         for example in sorted((ROOT / "examples").glob("*/*.yaml")):
-            stack.apply(example.read_text())
-        stack.start_operator(*operator_args[1:], timeout=60)  # args[0] is the subcommand
+            stack.apply(example.read_text().replace(QUICKSTART_UPSTREAM, stack.mock_url))
+        stack.start_operator(*operator_args, timeout=60)
+        wait_for(lambda: readiness(endpoint(operator_args, "--readiness"))[0] == 200, "the operator to be ready")
 
         def all_programmed() -> bool:
             for plural in ("airoutes", "consumers", "providerkeypools", "tokenratelimits"):
@@ -144,8 +189,78 @@ def test_helm_install_then_the_chart_rbac_reconciles_the_examples(
         wait_for(all_programmed, "every example to be Accepted and Programmed", timeout=60)
         stack.start_dataplane()
         assert stack.readyz()["configHash"] == stack.rendered_hash()
-        status, _ = stack.chat("mock-gpt", "sk-tollway-demo")
-        assert status in (502, 503)  # routed and authorised; the quickstart's mock upstream is not running here
+        status, body = stack.chat("mock-gpt", "sk-tollway-demo")
+        assert status == 200, body
         assert stack.forbidden() == []
     finally:
+        stack.stop()
+
+
+def test_with_peering_a_standby_operator_takes_over(
+    control_plane: ControlPlane, crds_installed, namespace: str, tmp_path: Path
+):
+    """operator.peering: the chart installs kopf's peering CRDs and the RBAC, the replicas create their peering
+    object; the higher-priority replica renders, the other stands by (and is ready), and when the active one
+    stops the standby takes over and renders the next change."""
+    from gateway_stack import FORBIDDEN, Proc, Stack, python, wait_for
+
+    release = "peer"
+    args = install(control_plane, namespace, release, "--set", "operator.peering=true", "--set", "operator.replicas=2")
+    assert f"--peering={release}-tollway" in args
+    established = control_plane.kubectl(
+        "get", "crd/kopfpeerings.kopf.dev", "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+    ).stdout
+    assert established == "True"
+    stack = Stack(control_plane, namespace, tmp_path)
+    stack.operator_name = f"{release}-tollway-operator"
+    standby: Proc | None = None
+
+    def route(model: str) -> str:
+        return f"""
+            apiVersion: tollway.dev/v1alpha1
+            kind: AIRoute
+            metadata: {{name: extra, namespace: {namespace}}}
+            spec:
+              rules: [{{models: [{model}], backends: [{{pool: mock}}]}}]
+        """
+
+    def renders(proc: Proc) -> int:
+        return sum(1 for line in proc.log_lines() if line.get("msg") == "config written")
+
+    try:
+        for example in sorted((ROOT / "examples" / "quickstart").glob("*.yaml")):
+            stack.apply(example.read_text())
+        active_args = with_free_ports(args)
+        active = stack.start_operator(*active_args, "--priority=20", timeout=60)
+        wait_for(lambda: readiness(endpoint(active_args, "--readiness"))[0] == 200, "the active operator to be ready")
+        standby_args = with_free_ports(args)
+        kubeconfig = control_plane.service_account_kubeconfig(namespace, stack.operator_name, create=False)
+        standby = Proc(
+            "standby",
+            [python(), "-m", "tollway_cli", "operator", *standby_args, "--priority=10"],
+            tmp_path / "standby.log",
+            env=control_plane.env(kubeconfig),
+        )
+        standby_ready = wait_for(
+            lambda: (answer := readiness(endpoint(standby_args, "--readiness")))[0] == 200 and answer[1],
+            "the standby to be ready",
+            timeout=60,
+        )
+        assert "standing by" in standby_ready["reason"]
+        assert stack.api.get(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{release}-tollway")
+
+        before = stack.rendered_hash()
+        stack.apply(route("first-change"))
+        first = wait_for(lambda: (h := stack.rendered_hash()) != before and h, "the active operator to render")
+        assert renders(standby) == 0  # standing by: it never writes
+
+        active.stop()  # SIGTERM: kopf leaves the peering, the standby resumes
+        stack.apply(route("second-change"))
+        wait_for(lambda: (h := stack.rendered_hash()) != first and h, "the standby to take over", timeout=90)
+        assert renders(standby) >= 1
+        assert stack.forbidden() == []
+        assert not [line for line in standby.log().splitlines() if FORBIDDEN.search(line)]
+    finally:
+        if standby is not None:
+            standby.stop()
         stack.stop()

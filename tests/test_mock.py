@@ -288,6 +288,44 @@ async def test_reset_after_chunks_breaks_the_stream(base_url: str, http: aiohttp
     assert [(entry["outcome"], entry["chunks_sent"]) for entry in log] == [("reset", 2), ("reset", 0)]
 
 
+async def test_end_after_chunks_ends_the_stream_cleanly_without_its_trailer(
+    base_url: str, http: aiohttp.ClientSession
+) -> None:
+    async with http.post(f"{base_url}{CHAT}", json=chat_body(stream=True, mock={"end_after_chunks": 2})) as response:
+        events = await sse_events(response)
+    assert [e["choices"][0]["delta"] for e in events] == [
+        {"role": "assistant", "content": ""},
+        *[{"content": piece} for piece in DEFAULT_PIECES[:2]],
+    ]
+    assert all(e["choices"][0]["finish_reason"] is None for e in events)  # no finish chunk, no [DONE]
+    log = await requests_log(http, base_url)
+    assert [(entry["outcome"], entry["chunks_sent"]) for entry in log] == [("ended_early", 2)]
+
+
+async def test_stall_after_chunks_goes_silent_until_the_client_leaves(
+    base_url: str, http: aiohttp.ClientSession
+) -> None:
+    async with http.post(f"{base_url}{CHAT}", json=chat_body(stream=True, mock={"stall_after_chunks": 1})) as response:
+        first = await response.content.readuntil(b"\n\n")  # the role chunk
+        second = await response.content.readuntil(b"\n\n")  # the one content chunk
+        assert b'"role"' in first and DEFAULT_PIECES[0].encode() in second
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(response.content.readany(), 0.2)  # nothing more, and no end either
+    for _ in range(100):  # the disconnect reaches the mock's handler asynchronously
+        log = await requests_log(http, base_url)
+        if log[0]["outcome"] is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert [(entry["outcome"], entry["chunks_sent"]) for entry in log] == [("client_disconnected", 1)]
+
+
+async def test_a_scripted_body_replaces_the_answer_verbatim(base_url: str, http: aiohttp.ClientSession) -> None:
+    async with http.post(f"{base_url}{CHAT}", json=chat_body(mock={"body": '{"id": "x", "choices": ['})) as response:
+        assert response.status == 200
+        assert response.content_type == "application/json"
+        assert await response.read() == b'{"id": "x", "choices": ['
+
+
 async def test_echo_returns_the_received_request(base_url: str, http: aiohttp.ClientSession) -> None:
     body = chat_body(mock={"echo": True})
     headers = {"X-Custom": "yes", "Authorization": "Bearer sk-echo"}

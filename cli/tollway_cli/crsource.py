@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tollway_dataplane.sources import Loaded, files_fingerprint
+from tollway_dataplane.sources import FilesFingerprint, Loaded
 from tollway_operator.compiler import compile_crs, load_documents
 
 
@@ -18,12 +18,13 @@ class CRDirectorySource:
 
     def __init__(self, paths: list[Path]):
         self.paths = paths
+        self._fingerprint = FilesFingerprint()
 
     def describe(self) -> str:
         return ", ".join(str(p) for p in self.paths)
 
     def fingerprint(self) -> object:
-        return files_fingerprint(self.paths)
+        return self._fingerprint(self.paths)
 
     def load(self) -> Loaded:
         result = compile_crs(load_documents(self.paths))

@@ -107,6 +107,7 @@ def _operator(args: argparse.Namespace) -> int:
             max_object_bytes=args.max_object_bytes,
             resync=args.resync,
             liveness=args.liveness,
+            readiness=args.readiness,
             log_level=args.log_level,
         )
     except ValueError as exc:
@@ -203,13 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument(
         "--peering", metavar="NAME", help="enable kopf peering (several replicas, one active); default: standalone"
     )
-    operator.add_argument("--priority", type=int, default=0, help="kopf peering priority")
+    operator.add_argument(
+        "--priority", type=int, help="kopf peering priority (default with --peering: random, so replicas never tie)"
+    )
     operator.add_argument("--kubeconfig", metavar="PATH", help="default: in-cluster, else KUBECONFIG or ~/.kube/config")
     operator.add_argument(
         "--max-object-bytes", type=int, default=900 * 1024, help="shard rendered documents above this size"
     )
     operator.add_argument("--resync", type=float, default=300.0, help="seconds between drift-repairing re-renders")
     operator.add_argument("--liveness", metavar="URL", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    operator.add_argument(
+        "--readiness", metavar="URL", help="readiness endpoint (ready once the first render is published)"
+    )
     operator.add_argument("--log-level", default="info")
     operator.set_defaults(func=_operator)
 

@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 from tollway_contract.model import GatewayConfig, SecretsConfig
 
-from . import accesslog, metrics, relay
+from . import accesslog, inbound_headers, metrics, relay
 from .answer import Answer
 from .call import CHAT, COMPLETIONS, EMBEDDINGS
 from .caller.anthropic import ANTHROPIC
@@ -93,6 +93,7 @@ class Gateway:
         """Swap in a new snapshot: one reference assignment; requests in flight keep the one they hold."""
         self.snapshot = snapshot
         metrics.BENCHED_KEYS.source = lambda: snapshot.pools
+        metrics.model_label.configure(snapshot.config.routes)
         metrics.CONFIG_GENERATION.set(snapshot.generation)
         metrics.CONFIG_INFO.info({"hash": snapshot.hash})
         metrics.CONFIG_LOADED_AT.set(snapshot.loaded_at)
@@ -151,7 +152,7 @@ class Gateway:
         if path == "/readyz":
             return self.readyz()
         ctx = RequestContext(
-            request_id=request.headers.get("x-request-id") or new_request_id(), method=method, path=path
+            request_id=inbound_headers.request_id(request.headers) or new_request_id(), method=method, path=path
         )
         self.in_flight += 1
         metrics.IN_FLIGHT.inc()
@@ -252,7 +253,7 @@ class Gateway:
                 ctx.route,
                 call.model,
                 request.remote or "",
-                request.headers,
+                inbound_headers.TextHeaders(request.headers),
                 call.body,
                 generates=endpoint != EMBEDDINGS,
             )

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from tollway_contract.model import Access, Consumer, Route
 
 from .errors import GatewayError
+from .inbound_headers import client_key
 
-_KEY_HEADERS = ("x-api-key", "api-key", "x-goog-api-key")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -51,19 +51,6 @@ def _allows(access: Access, consumer: ConsumerIdentity) -> bool:
     return any(all(consumer.labels.get(k) == v for k, v in selector) for selector in access.selectors)
 
 
-def client_key(headers: Mapping[str, str]) -> str | None:
-    authorization = headers.get("Authorization")
-    if authorization:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    for name in _KEY_HEADERS:
-        value = headers.get(name)
-        if value:
-            return value.strip()
-    return None
-
-
 class Authenticator:
     def __init__(self, consumers: tuple[Consumer, ...]):
         self._by_hash: dict[str, ConsumerIdentity] = {}
@@ -81,7 +68,7 @@ class Authenticator:
                 "Missing API key: send it as 'Authorization: Bearer <key>' (or an x-api-key / api-key header).",
                 "missing_api_key",
             )
-        key_hash = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        key_hash = hashlib.sha256(key).hexdigest()  # the bytes as sent: a key that is not UTF-8 matches nothing
         identity = self._by_hash.get(key_hash)
         if identity is None:
             raise GatewayError(401, "Invalid API key.", "invalid_api_key")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from fnmatch import translate
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from tollway_contract.model import Route
 
 from .context import RequestContext
+from .routing import is_glob, literal_prefix
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -190,6 +194,55 @@ class ConsumerLabel:
 consumer_label = ConsumerLabel()
 
 
+class ModelLabel:
+    """A cardinality guard for the model label: only names the config knows become label values.
+
+    A caller may put any string in `model`; labelling each one would let a caller create series without bound
+    (2,000 invented names once added 152,000 series). The label is the served or requested model when the config
+    names it (a rule's exact model, a backend's model), else the rule pattern it matched (`gpt-4o-*`), else
+    `other` (unknown models, answered 404)."""
+
+    OTHER = "other"
+    _CACHE_LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._exact: frozenset[str] = frozenset()
+        self._globs: tuple[tuple[re.Pattern[str], str], ...] = ()
+        self._cache: dict[str, str] = {}
+
+    def configure(self, routes: Iterable[Route]) -> None:
+        """The names of one config (on every reload)."""
+        exact: set[str] = set()
+        globs: set[str] = set()
+        for route in routes:
+            for rule in route.rules:
+                for pattern in rule.models:
+                    (globs if is_glob(pattern) else exact).add(pattern)
+                exact.update(b.model for b in (*rule.backends, *rule.fallbacks) if b.model)
+        self._exact = frozenset(exact)
+        # The router's precedence among globs: the longest literal prefix first.
+        ordered = sorted(globs, key=lambda p: (-len(literal_prefix(p)), p))
+        self._globs = tuple((re.compile(translate(p)), p) for p in ordered)
+        self._cache = {}
+
+    def __call__(self, served: str, requested: str) -> str:
+        if served in self._exact:
+            return served
+        if requested in self._exact:
+            return requested
+        name = served or requested
+        label = self._cache.get(name)
+        if label is None:
+            label = next((pattern for regex, pattern in self._globs if regex.match(name)), self.OTHER)
+            if len(self._cache) >= self._CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[name] = label
+        return label
+
+
+model_label = ModelLabel()
+
+
 class BenchedKeys(Collector):
     """Keys cooling down right now, per pool; read from the live snapshot at scrape time."""
 
@@ -274,7 +327,7 @@ def _series_for(route: str, model: str, consumer: str, pool: str) -> _Series:
 def observe(ctx: RequestContext) -> None:
     if not ctx.endpoint:
         return  # health checks and unknown paths are not traffic
-    model = ctx.served_model or ctx.requested_model
+    model = model_label(ctx.served_model, ctx.requested_model)
     route = ctx.route
     series = _series_for(route, model, consumer_label(ctx.consumer), ctx.pool)
     status = ctx.status

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import accesslog, metrics
+from . import accesslog, front_door, metrics
 from .app import Gateway
 from .caller.responses_store import DEFAULT_TTL, MemoryResponseStore, RedisResponseStore, ResponseStore
 from .ratelimit.backends import LimitBackend, MemoryBackend, RedisBackend
@@ -65,7 +65,7 @@ class RunningGateway:
             responses=_responses_store(options),
         )
         self.reloader = Reloader(self.gateway, source, options.reload_interval)
-        self._runner = web.AppRunner(self.gateway.make_app(), access_log=None)
+        self._runner = front_door.runner(self.gateway.make_app(), access_log=None)
         self._metrics_runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -79,7 +79,7 @@ class RunningGateway:
         await self._site.start()
         self.port = _bound_port(self._runner)
         if self.options.metrics_port is not None:
-            self._metrics_runner = web.AppRunner(metrics_app(), access_log=None)
+            self._metrics_runner = front_door.runner(metrics_app(), access_log=None)
             await self._metrics_runner.setup()
             await web.TCPSite(self._metrics_runner, self.options.host, self.options.metrics_port).start()
             self.metrics_port = _bound_port(self._metrics_runner)

@@ -53,21 +53,34 @@ class NotifyingSource(Protocol):
     def subscribe(self, notify: Callable[[], None]) -> None: ...
 
 
-def files_fingerprint(paths: list[Path]) -> tuple[tuple[str, int, int, int], ...]:
-    """Names, sizes and modification times; plus a checksum of files changed in the last two seconds, because
-    an edit that keeps the size within the file system's timestamp granularity leaves both unchanged."""
-    recent = time.time_ns() - 2_000_000_000
-    entries = []
-    for path in paths:
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            try:
-                stat = file.stat()
-                checksum = zlib.crc32(file.read_bytes()) if stat.st_mtime_ns >= recent else 0
-            except OSError:
-                continue
-            entries.append((str(file), stat.st_size, stat.st_mtime_ns, checksum))
-    return tuple(entries)
+class FilesFingerprint:
+    """Names, sizes and modification times of files; plus a checksum of each file version first seen within two
+    seconds of its change, because an edit that keeps the size within the file system's timestamp granularity
+    leaves both unchanged. A version's checksum is remembered, so its entry never changes by itself once the two
+    seconds pass (which would look like an edit and reload, or reject, the same files twice)."""
+
+    def __init__(self) -> None:
+        self._checksums: dict[tuple[str, int, int], int] = {}
+
+    def __call__(self, paths: list[Path]) -> tuple[tuple[str, int, int, int], ...]:
+        recent = time.time_ns() - 2_000_000_000
+        entries = []
+        checksums: dict[tuple[str, int, int], int] = {}
+        for path in paths:
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for file in files:
+                try:
+                    stat = file.stat()
+                    version = (str(file), stat.st_size, stat.st_mtime_ns)
+                    checksum = self._checksums.get(version)
+                    if checksum is None:
+                        checksum = zlib.crc32(file.read_bytes()) if stat.st_mtime_ns >= recent else 0
+                except OSError:
+                    continue
+                checksums[version] = checksum
+                entries.append((*version, checksum))
+        self._checksums = checksums  # only the versions present now
+        return tuple(entries)
 
 
 class FileSource:
@@ -76,12 +89,13 @@ class FileSource:
     def __init__(self, config_path: Path, secrets_path: Path | None = None):
         self.config_path = config_path
         self.secrets_path = secrets_path
+        self._fingerprint = FilesFingerprint()
 
     def describe(self) -> str:
         return str(self.config_path)
 
     def fingerprint(self) -> object:
-        return files_fingerprint([p for p in (self.config_path, self.secrets_path) if p is not None])
+        return self._fingerprint([p for p in (self.config_path, self.secrets_path) if p is not None])
 
     def load(self) -> Loaded:
         config = load_config_file(self.config_path)
@@ -157,11 +171,14 @@ class Reloader:
                     loop.call_soon_threadsafe(woken.set)
 
             self.source.subscribe(notify)
+        # When the gateway's start has loaded already, the watcher looks again only after one interval (or a
+        # notification), so a start is never followed by a second load racing whatever changes next.
         while True:
+            if self._fingerprint is not None:  # loaded before: wait for a change (or the next poll)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), self.interval)
             woken.clear()  # before loading: a change noticed during the load wakes the next wait at once
             try:
                 await self.load_once()
             except Exception:
                 log.exception("config watcher error")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), self.interval)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+import orjson
 from tollway_contract.model import Backend, Retry, Rule, Timeouts
 
 from .answer import Answer, AttemptRecord, Served, StreamInterrupted
@@ -235,6 +236,8 @@ class Upstream:
             return Failure(_classify(exc.status), 502, f"upstream stream failed: {exc.message}", provider_error=error)
         except InvalidResponse as exc:
             return Failure("invalid-response", 502, f"upstream {pool.name}: {exc}")
+        except orjson.JSONEncodeError:  # valid JSON too deep for the caller's shape: one the gateway cannot express
+            return Failure("invalid-response", 502, f"upstream {pool.name} answered with JSON nested too deep")
         except TimeoutError:
             return Failure("timeout", 504, f"upstream {pool.name} timed out")
         except aiohttp.ClientConnectorError as exc:
@@ -295,7 +298,10 @@ class UpstreamStream:
             raise StreamInterrupted("closed the connection") from None
         if not data:
             return None
-        return self._stream.feed(data)
+        try:
+            return self._stream.feed(data)
+        except orjson.JSONEncodeError:  # an event too deeply nested to translate: the answer cannot go on
+            raise StreamInterrupted("sent an event nested too deep to translate") from None
 
     def tail(self) -> list[bytes]:
         return self._stream.finish()

@@ -93,7 +93,10 @@ class Exchange:
         return headers
 
     async def send_json(self, payload: object, status: int = 200) -> web.StreamResponse:
-        data = orjson.dumps(payload)
+        # A scripted body replaces a successful answer's JSON, verbatim (to play an upstream that sends junk).
+        data = (
+            self.behaviour.body.encode() if self.behaviour.body is not None and status < 400 else orjson.dumps(payload)
+        )
         headers = {"Content-Type": "application/json", **self.response_headers()}
         if self.behaviour.reset_after_chunks is not None:
             return await self._send_truncated(status, headers, data)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-Outcome = Literal["completed", "client_disconnected", "reset", "error"]
+Outcome = Literal["completed", "ended_early", "client_disconnected", "reset", "error"]
 
 DEFAULT_LOG_LIMIT = 10_000
 

@@ -48,6 +48,9 @@ class Behaviour:
     usage: Mapping[str, int] | None = None
     omit_usage: bool = False
     reset_after_chunks: int | None = None
+    stall_after_chunks: int | None = None  # streams: go silent after N content chunks, connection left open
+    end_after_chunks: int | None = None  # streams: end cleanly after N content chunks, no finish reason, no [DONE]
+    body: str | None = None  # whole answers: send this text verbatim as the body (invalid JSON, say)
     echo: bool = False
     tool_call: ToolCall | None = None
     finish_reason: str | None = None  # verbatim, in the protocol's own words (e.g. "SAFETY" for Gemini)
@@ -94,6 +97,9 @@ def parse_behaviour(raw: object) -> Behaviour:
         usage=_usage(raw.get("usage")),
         omit_usage=_bool(raw, "omit_usage"),
         reset_after_chunks=_int(raw, "reset_after_chunks"),
+        stall_after_chunks=_int(raw, "stall_after_chunks"),
+        end_after_chunks=_int(raw, "end_after_chunks"),
+        body=_str(raw, "body"),
         echo=_bool(raw, "echo"),
         tool_call=_tool_call(raw.get("tool_call")),
         finish_reason=_str(raw, "finish_reason"),

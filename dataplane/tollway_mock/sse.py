@@ -47,6 +47,7 @@ async def stream(exchange: Exchange, events: Iterable[Event]) -> web.StreamRespo
     await response.prepare(exchange.request)
     record = exchange.record
     reset_after = behaviour.reset_after_chunks
+    stall_after, end_after = behaviour.stall_after_chunks, behaviour.end_after_chunks
     for event in events:
         if behaviour.chunk_delay_ms:
             await asyncio.sleep(behaviour.chunk_delay_ms / 1000)
@@ -56,9 +57,14 @@ async def stream(exchange: Exchange, events: Iterable[Event]) -> web.StreamRespo
         if reset_after is not None and past_preamble and record.chunks_sent >= reset_after:
             await exchange.reset()
             return response
+        # A stall or a clean early end takes the place of the next event the same way.
+        if stall_after is not None and event.kind != "preamble" and record.chunks_sent >= stall_after:
+            await asyncio.Event().wait()  # until the client goes away: the outcome is then client_disconnected
+        if end_after is not None and event.kind != "preamble" and record.chunks_sent >= end_after:
+            break
         await response.write(event.encode())
         if event.kind == "content":
             record.chunks_sent += 1
     await response.write_eof()
-    record.finish("completed")
+    record.finish("completed" if end_after is None else "ended_early")
     return response

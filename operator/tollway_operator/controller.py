@@ -118,6 +118,7 @@ class Controller:
         self._events_context: contextvars.Context | None = None
         self._status_task: asyncio.Task[int] | None = None
         self._last_cost = 0.0  # seconds the last render took to compile and write
+        self.published = False  # a first full render has been written or found current (readiness)
 
     # -- intake (from kopf's event handlers) --------------------------------------------------------------------
     def observe(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -279,6 +280,7 @@ class Controller:
             self._tell_changed("ConfigWriteFailed", f"cannot write {self.publisher.describe()}: {exc}")
             raise
         self._changed_refs.clear()
+        self.published = True
         self._last_cost = time.perf_counter() - started
         generated = await self._generate(result)
         self._start_status_sync(result, published.hash, pieces)

@@ -1,7 +1,8 @@
 """kopf registration: every handler the operator has, in one place.
 
 * login: the same credentials as the operator's own API client (kubeconfig, in-cluster, KUBECONFIG).
-* startup/cleanup: operator settings, then the controller's render loop (`controller.py`).
+* startup/cleanup: operator settings, then the controller's render loop (`controller.py`) and the readiness
+  endpoint (`readiness.py`).
 * one event handler per watched kind (the four Tollway kinds and Secrets): hands the object to the controller,
   which keeps what the compiler reads and ignores changes that do not matter (status, annotations).
 
@@ -23,8 +24,10 @@ import kopf
 from tollway_contract.rendered import RENDERED_LABEL
 from tollway_kube.client import KubeClient, KubeCredentials
 
+from . import peering
 from .controller import IGNORED_SECRET_TYPES, PLURALS, Controller, stop
 from .options import OperatorOptions
+from .readiness import ReadinessServer
 from .resources.common import GROUP, VERSION
 
 registry = kopf.OperatorRegistry()
@@ -35,11 +38,26 @@ log = logging.getLogger("tollway.operator")
 class State:
     """Shared by every handler through kopf's memo (kopf hands each object a shallow copy of the root memo)."""
 
-    options: OperatorOptions
+    options: OperatorOptions  # with the effective peering priority
     credentials: KubeCredentials
+    identity: str = ""  # this replica in the peering objects
     controller: Controller | None = None
     client: KubeClient | None = None
     task: asyncio.Task[None] | None = None
+    readiness: ReadinessServer | None = None
+
+    async def ready(self) -> tuple[bool, str]:
+        if self.controller is not None and self.controller.published:
+            return True, "config published"
+        options, client = self.options, self.client
+        standby = (
+            options.peering is not None
+            and client is not None
+            and await peering.is_standby(client, options, self.identity, options.priority or 0)
+        )
+        if standby:
+            return True, "standing by: a peer with a higher priority is active"
+        return False, "listing, compiling and publishing the watched objects"
 
 
 def _state(memo: Any) -> State:
@@ -71,7 +89,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.posting.reporting_component = "tollway-operator"
     settings.posting.level = logging.WARNING  # kopf's own per-object chatter stays in the log, not in Events
     settings.peering.standalone = options.peering is None
-    settings.peering.priority = options.priority
+    settings.peering.priority = options.priority or 0
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.error_backoffs = (0.5, 1, 2, 4, 8, 15, 30, 60)  # about two minutes of API trouble
@@ -79,12 +97,17 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     state.controller = Controller(options, state.client)
     state.task = asyncio.create_task(state.controller.run(), name="tollway render loop")
     state.task.add_done_callback(_render_loop_ended)
+    if options.readiness:
+        state.readiness = ReadinessServer(options.readiness, state.ready)
+        await state.readiness.start()
     log.info(
         "operator started",
         extra={
             "watching": "all namespaces" if options.all_namespaces else list(options.namespaces),
             "target": f"{options.target}/{options.configmap} + secret {options.secret_name}",
-            "mode": f"peering {options.peering}" if options.peering else "standalone",
+            "mode": f"peering {options.peering} as {state.identity}, priority {options.priority}"
+            if options.peering
+            else "standalone",
             "api": state.credentials.server,
         },
     )
@@ -99,6 +122,8 @@ def _render_loop_ended(task: asyncio.Task[None]) -> None:
 async def cleanup(memo: Any, **_: Any) -> None:
     state = _state(memo)
     await stop(state.task)
+    if state.readiness is not None:
+        await state.readiness.stop()
     if state.client is not None:
         await state.client.close()
 

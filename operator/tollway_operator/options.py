@@ -17,12 +17,13 @@ class OperatorOptions:
     debounce: float = 0.2  # quiet time after the last change before a render
     max_delay: float = 2.0  # a steady stream of changes still renders at least this often
     peering: str | None = None  # kopf peering object name; None: standalone (one replica)
-    priority: int = 0  # kopf peering priority
+    priority: int | None = None  # kopf peering priority; None: random with peering (replicas must not tie)
     kubeconfig: str | None = None
     max_object_bytes: int = MAX_OBJECT_BYTES  # split rendered documents into shards above this size
     status_concurrency: int = 32  # status patches in flight at once
     resync: float = 300.0  # seconds between full re-renders that repair drift (standalone mode only)
     liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz (kopf's liveness endpoint)
+    readiness: str | None = None  # e.g. http://0.0.0.0:8082/readyz (ready once the first render is published)
     log_level: str = "info"
 
     def __post_init__(self) -> None:

@@ -25,6 +25,7 @@ import orjson
 
 from ..call import NativeBody, TextRewrite
 from ..errors import GatewayError
+from ..fields import ANTHROPIC_NUMBERS, check_numbers
 from ..providers.chat import obj
 from .anthropic_answer import AnthropicAnswers
 from .base import CallerContext, ConvertingProtocol, Intake
@@ -60,8 +61,9 @@ def to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(messages, list) or not messages:
         raise _invalid("'messages' must be a non-empty array.", "invalid_messages")
     max_tokens = body.get("max_tokens")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise _invalid("'max_tokens' is required and must be a positive integer.", "invalid_max_tokens")
+    if max_tokens is None:
+        raise _invalid("'max_tokens' is required.", "invalid_max_tokens")
+    check_numbers(body, ANTHROPIC_NUMBERS)
     system = _system_texts(body.get("system"), "system")
     turns: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
