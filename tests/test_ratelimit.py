@@ -12,6 +12,7 @@ import pytest
 from conftest import GatewayFactory, MockLLM, RedisServer, read_sse, spawn_gateway, write_crs
 from tollway_dataplane.ratelimit.backends import MemoryBackend, RedisBackend
 from tollway_dataplane.ratelimit.gcra import LimitSpec, decide, settle
+from tollway_dataplane.redisconn import RedisOptions
 
 CHAT = "/v1/chat/completions"
 # 11 characters of content -> an input estimate of 3 tokens; with max_tokens 7 each request reserves 10.
@@ -113,7 +114,7 @@ def test_all_limits_of_a_decision_are_atomic() -> None:
 
 @pytest.mark.parametrize("backend_kind", ["memory", "redis"])
 async def test_backends_agree(backend_kind: str, redis_server: RedisServer) -> None:
-    backend = MemoryBackend() if backend_kind == "memory" else RedisBackend(redis_server.url)
+    backend = MemoryBackend() if backend_kind == "memory" else RedisBackend(RedisOptions(redis_server.url))
     try:
         specs = (LimitSpec("tollway:{t}:a", 100, 60.0, 30), LimitSpec("tollway:{t}:b", 3, 60.0, 1))
         results = [await backend.reserve(specs) for _ in range(5)]
@@ -230,7 +231,7 @@ async def test_redis_outage_and_recovery(
     make_gateway: GatewayFactory, mock_llm: MockLLM, redis_server: RedisServer, policy: str
 ) -> None:
     files = limited_crs(mock_llm.url, "[{requests: 3, window: 1m}]", extra_spec=f"failurePolicy: {policy}")
-    handle = await make_gateway(files, redis_url=redis_server.url)
+    handle = await make_gateway(files, redis=RedisOptions(redis_server.url))
     assert sorted(await burst(handle.session, [handle.url], 4)) == [200, 200, 200, 429]
     redis_server.stop()
     started = time.perf_counter()
@@ -255,7 +256,7 @@ async def test_redis_outage_and_recovery(
 
 async def test_limiter_latency_on_loopback_redis(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
     """Not a timing assert: prints the added latency of one decision so the figure is visible in CI output."""
-    backend = RedisBackend(redis_server.url)
+    backend = RedisBackend(RedisOptions(redis_server.url))
     try:
         specs = (LimitSpec("tollway:{bench}:t", 10**9, 60.0, 10), LimitSpec("tollway:{bench}:r", 10**9, 60.0, 1))
         samples = []

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import accesslog, metrics
 from .app import Gateway
 from .ratelimit.backends import LimitBackend, MemoryBackend, RedisBackend
+from .redisconn import RedisOptions
 from .sources import ConfigSource, Reloader
 
 log = logging.getLogger("tollway.server")
@@ -29,8 +30,7 @@ class ServerOptions:
     reload_interval: float = 0.5
     drain_delay: float = 2.0  # readiness false before the listener closes, so load balancers stop sending
     grace_period: float = 60.0  # how long in-flight requests and streams may take to finish
-    redis_url: str | None = None  # shared limit state; without it, in-process
-    redis_password: str | None = None
+    redis: RedisOptions | None = None  # shared limit state on any Redis topology; without it, in-process
     consumer_label: str = "on"  # on | off | cap:N: cardinality guard for the metrics' consumer label
     log_text: bool = False  # prompts and completions in the access log (redacted and truncated)
     log_text_limit: int = 2000
@@ -109,8 +109,8 @@ class RunningGateway:
 
 
 def _limit_backend(options: ServerOptions) -> LimitBackend:
-    if options.redis_url:
-        return RedisBackend(options.redis_url, password=options.redis_password)
+    if options.redis is not None:
+        return RedisBackend(options.redis)
     return MemoryBackend()
 
 

@@ -1,0 +1,221 @@
+"""Connections to Redis, whatever its topology: one place that turns options into a `redis.asyncio` client.
+
+Limits (and later the response cache and store) share state through Redis. Deployments differ: a single server,
+TLS with a private CA and client certificates, ACL users, Sentinel-managed failover, Redis Cluster. redis-py knows
+all of them (redirects, failover, pools, health checks); this module only maps the gateway's options onto it, so
+every feature gets the same client and no topology is handled by hand.
+
+`Outage` is the other shared piece: what to do when Redis is unreachable. Callers fail fast for a moment instead
+of making every request wait on a dead server, and the outage and the recovery are logged once each. It tells
+outages (connection, timeout, a server that cannot serve: failover, cluster down, loading) apart from error
+replies caused by one request's data: those are that request's problem and never switch the state off for
+everyone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
+
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+
+log = logging.getLogger("tollway.redis")
+
+T = TypeVar("T")
+RedisClient = aioredis.Redis | RedisCluster
+
+# Error replies that describe the server's state, not the command: the server cannot serve right now.
+_UNAVAILABLE_REPLIES = ("READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "NOREPLICAS", "BUSY")
+
+_OUTAGE_ERRORS = (
+    rexc.ConnectionError,
+    rexc.TimeoutError,
+    rexc.ClusterError,
+    rexc.RedisClusterException,
+    OSError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisOptions:
+    """Where shared state lives and how to reach it. Secrets (password, key file) never come from argv."""
+
+    url: str = "redis://127.0.0.1:6379/0"  # redis:// or rediss:// (TLS); host and port are a seed in cluster mode
+    username: str | None = None  # ACL user; default: the URL's
+    password: str | None = None  # default: the URL's
+    ca_file: str | None = None  # rediss://: CA bundle that signed the server certificate (default: system CAs)
+    client_cert: str | None = None  # rediss:// with client authentication: certificate and key (PEM files)
+    client_key: str | None = None
+    sentinels: tuple[tuple[str, int], ...] = ()  # Sentinel mode: the sentinels, asked for the master's address
+    sentinel_master: str | None = None  # Sentinel mode: the monitored master's name
+    cluster: bool = False  # Redis Cluster: the URL names any one node
+    timeout: float = 0.5  # per command: a decision waits at most this long for Redis
+    connect_timeout: float = 0.5
+    health_check_interval: float = 15.0  # PING a connection idle this long before reusing it
+    max_connections: int = 512  # per server; callers wait for a free one beyond it
+
+    @property
+    def tls(self) -> bool:
+        return urlparse(self.url).scheme == "rediss"
+
+    def describe(self) -> str:
+        """For logs: the topology and address, never a password."""
+        parsed = urlparse(self.url)
+        where = f"{parsed.scheme}://{parsed.hostname}:{parsed.port or 6379}"
+        if self.sentinels:
+            hosts = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+            return f"sentinel {hosts} master {self.sentinel_master} ({'TLS' if self.tls else 'plain'})"
+        return f"cluster seed {where}" if self.cluster else where
+
+
+def parse_sentinels(text: str) -> tuple[tuple[str, int], ...]:
+    """ "HOST:PORT,HOST:PORT" (port defaults to 26379)."""
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "26379")
+        if not host or not port.isdigit():
+            raise ValueError(f"sentinel address {item!r} is not HOST:PORT")
+        out.append((host.strip("[]"), int(port)))
+    if not out:
+        raise ValueError("no sentinel address given")
+    return tuple(out)
+
+
+def options_from_url(url: str, **overrides: Any) -> RedisOptions:
+    """redis://, rediss://, and redis+sentinel://[user:pass@]H:P,H:P/MASTER[/DB] (rediss+sentinel:// for TLS)."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("redis+sentinel", "rediss+sentinel"):
+        netloc = parsed.netloc.rpartition("@")[2]
+        credentials = parsed.netloc.rpartition("@")[0]
+        parts = [p for p in parsed.path.split("/") if p]
+        if not parts:
+            raise ValueError("a redis+sentinel:// URL names the master: redis+sentinel://H:P,H:P/MASTER[/DB]")
+        scheme = "rediss" if parsed.scheme.startswith("rediss") else "redis"
+        db = parts[1] if len(parts) > 1 else "0"
+        auth = f"{credentials}@" if credentials else ""
+        base = {"url": f"{scheme}://{auth}sentinel-managed/{db}", "sentinels": parse_sentinels(netloc)}
+        return RedisOptions(**(base | {"sentinel_master": parts[0]} | overrides))
+    if parsed.scheme not in ("redis", "rediss"):
+        raise ValueError(
+            f"unsupported Redis URL scheme {parsed.scheme!r} (use redis://, rediss:// or redis+sentinel://)"
+        )
+    return RedisOptions(**({"url": url} | overrides))
+
+
+def connect(options: RedisOptions) -> RedisClient:
+    """A client for the configured topology. Connections open lazily, so this never blocks or fails on a
+    server that is down; the first command does."""
+    parsed = urlparse(options.url)
+    if parsed.scheme not in ("redis", "rediss"):
+        raise ValueError(f"unsupported Redis URL scheme {parsed.scheme!r} (use redis:// or rediss://)")
+    username = options.username or (unquote(parsed.username) if parsed.username else None)
+    password = options.password if options.password is not None else (unquote(parsed.password or "") or None)
+    db = int(parsed.path.lstrip("/") or 0)
+    common: dict[str, Any] = {
+        "username": username,
+        "password": password,
+        "socket_timeout": options.timeout,
+        "socket_connect_timeout": options.connect_timeout,
+        "health_check_interval": options.health_check_interval,
+        # One quick retry on a fresh connection covers a server that closed an idle one or a failover that
+        # moved the master; longer outages are the Outage guard's business, not a per-request wait.
+        "retry": Retry(NoBackoff(), 1),
+    }
+    if options.tls:
+        common |= {"ssl": True, "ssl_ca_certs": options.ca_file, "ssl_certfile": options.client_cert}
+        common |= {"ssl_keyfile": options.client_key, "ssl_cert_reqs": "required"}
+    if options.sentinels:
+        if not options.sentinel_master:
+            raise ValueError("Sentinel mode needs the master's name (--redis-sentinel-master)")
+        # The sentinels themselves are asked over plain connections with the same timeouts.
+        sentinel_kwargs = {"socket_timeout": options.timeout, "socket_connect_timeout": options.connect_timeout}
+        sentinel = Sentinel(list(options.sentinels), sentinel_kwargs=sentinel_kwargs, **common, db=db)
+        return sentinel.master_for(options.sentinel_master, max_connections=options.max_connections)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
+    if options.cluster:
+        if db:
+            raise ValueError("Redis Cluster has only database 0")
+        return RedisCluster(host=host, port=port, max_connections=options.max_connections, **common)
+    pool = aioredis.BlockingConnectionPool(
+        connection_class=aioredis.SSLConnection if options.tls else aioredis.Connection,
+        host=host,
+        port=port,
+        db=db,
+        max_connections=options.max_connections,
+        timeout=options.timeout,  # waiting for a free connection counts as waiting for Redis
+        **{k: v for k, v in common.items() if k != "ssl"},
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when Redis could not serve (down, unreachable, too slow, failing over); False for an error reply
+    caused by the command itself (a script error, a wrong type), which says nothing about availability."""
+    if isinstance(exc, rexc.ResponseError) and not isinstance(exc, rexc.ClusterDownError):
+        return str(exc).split(" ", 1)[0] in _UNAVAILABLE_REPLIES
+    return isinstance(exc, _OUTAGE_ERRORS)
+
+
+class Unavailable(Exception):
+    """Redis cannot be reached or cannot serve right now."""
+
+
+class Outage:
+    """Outage tracking for one Redis client: fail fast while it is down, retry after a moment, log the change
+    of state once each way. Reusable by every feature that keeps state in Redis."""
+
+    def __init__(self, what: str, retry_interval: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.what = what  # names the feature in logs, e.g. "rate limits"
+        self.retry_interval = retry_interval
+        self._clock = clock
+        self.down_since: float | None = None
+        self._retry_at = 0.0
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run `operation`; raise Unavailable when Redis is (or was a moment ago) down. Other errors pass."""
+        now = self._clock()
+        if self.down_since is not None and now < self._retry_at:
+            raise Unavailable("redis is unavailable")
+        try:
+            result = await operation()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self._failed(now, exc)
+            raise Unavailable(f"{type(exc).__name__}: {exc}") from None
+        if self.down_since is not None:
+            log.warning(
+                f"redis reachable again; {self.what} resumed", extra={"outage_seconds": round(now - self.down_since, 3)}
+            )
+            self.down_since = None
+        return result
+
+    def _failed(self, now: float, exc: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = now
+            log.error(
+                f"redis unavailable; {self.what} follow their failure policy until it returns",
+                extra={"error": f"{type(exc).__name__}: {exc}"},
+            )
+        self._retry_at = now + self.retry_interval
+
+
+async def close(client: RedisClient) -> None:
+    await client.aclose()
