@@ -18,6 +18,7 @@ LIMIT_COUNTS = ("total", "input", "output")
 FAILURE_POLICIES = ("open", "closed")
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_LIMIT_MESSAGE = "Rate limit exceeded, please try again later."
+USD_UNITS = 1_000_000  # money budgets are counted in micro-dollars: integers, as GCRA needs
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +135,23 @@ class Consumer:
 
 @dataclass(frozen=True, slots=True)
 class Limit:
+    """One budget per window: exactly one of tokens, requests or usd (US dollars, priced by the serving
+    pool's `pricing`; the limiter counts it in integer micro-dollars)."""
+
     window: float
     tokens: int | None = None
     requests: int | None = None
     count: str = "total"  # which tokens a token limit counts: total | input | output
+    usd: float | None = None
+
+    @property
+    def amount(self) -> int:
+        """The budget in the limiter's integer units: tokens, requests or micro-dollars."""
+        if self.usd is not None:
+            return max(1, round(self.usd * USD_UNITS))
+        value = self.tokens if self.tokens is not None else self.requests
+        assert value is not None
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +170,11 @@ class RateLimit:
     message: str = DEFAULT_LIMIT_MESSAGE
     failure_policy: str = "open"
     default_max_tokens: int = 1024
+
+    @property
+    def has_usd(self) -> bool:
+        """Whether any of its limits (overrides included) is a money budget, which needs prices."""
+        return any(lim.usd is not None for lim in (*self.limits, *(x for o in self.overrides for x in o.limits)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,7 +142,7 @@ class Gateway:
             if ctx.usage is not None and ctx.price is not None:
                 ctx.cost = cost_usd(ctx.usage, ctx.price)
             if ctx.reservation is not None:
-                self.limiter.settle_soon(ctx.reservation, ctx.usage)
+                self.limiter.settle_soon(ctx.reservation, ctx.usage, ctx.cost)
             metrics.observe(ctx)
             accesslog.write(ctx, self.capture_limit)
 
@@ -206,6 +206,7 @@ class Gateway:
                 request.headers,
                 call.body,
                 generates=endpoint != EMBEDDINGS,
+                price=snapshot.price_ceiling(match.rule, call.model),
             )
             ctx.reservation = await self.limiter.reserve(limits, facts)
             ctx.response_headers = ctx.reservation.headers

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from tollway_contract.model import GatewayConfig, RateLimit, SecretsConfig
+from tollway_contract.model import GatewayConfig, Price, RateLimit, Rule, SecretsConfig
+from tollway_contract.prices import ceiling
 
 from .auth import Authenticator
 from .pools import KeyStateRegistry, PoolRuntime
@@ -25,10 +26,21 @@ class Snapshot:
     limits_by_route: dict[str, tuple[RateLimit, ...]] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
     warnings: tuple[str, ...] = ()
+    _ceilings: dict[tuple[int, str], Price | None] = field(default_factory=dict)
 
     @property
     def hash(self) -> str:
         return self.config.hash
+
+    def price_ceiling(self, rule: Rule, model: str) -> Price | None:
+        """The dearest price among the backends and fallbacks a request for `model` on `rule` may reach, for
+        money budgets. Computed once per rule and model for the life of this snapshot."""
+        slot = (id(rule), model)  # rules live as long as the snapshot, so their ids are stable keys
+        if slot not in self._ceilings:
+            if len(self._ceilings) > 10_000:
+                self._ceilings.clear()  # requested names on glob rules are the caller's choice: stay bounded
+            self._ceilings[slot] = ceiling(rule, model, {name: p.config for name, p in self.pools.items()})
+        return self._ceilings[slot]
 
     @classmethod
     def build(
