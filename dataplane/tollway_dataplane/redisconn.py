@@ -14,6 +14,7 @@ everyone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
 
 log = logging.getLogger("tollway.redis")
@@ -115,6 +116,26 @@ def options_from_url(url: str, **overrides: Any) -> RedisOptions:
     return RedisOptions(**({"url": url} | overrides))
 
 
+class _Sentinel(Sentinel):
+    """Asks for the master the way the sentinels announce a failover: GET-MASTER-ADDR-BY-NAME names the promoted
+    replica as soon as it is promoted, while SENTINEL MASTERS (what redis-py reads) keeps the old address until
+    the whole failover ends, seconds later, and the old master refuses writes meanwhile."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        errors = []
+        for index, sentinel in enumerate(self.sentinels):
+            try:
+                address = await sentinel.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", service_name)
+            except (rexc.ConnectionError, rexc.TimeoutError) as exc:
+                errors.append(f"{exc!r}")
+                continue
+            if address:
+                host, port = address
+                self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]  # ask it first next time
+                return (host.decode() if isinstance(host, bytes) else str(host)), int(port)
+        raise MasterNotFoundError(f"no sentinel knows master {service_name!r} {'; '.join(errors)}".strip())
+
+
 def connect(options: RedisOptions) -> RedisClient:
     """A client for the configured topology. Connections open lazily, so this never blocks or fails on a
     server that is down; the first command does."""
@@ -142,7 +163,7 @@ def connect(options: RedisOptions) -> RedisClient:
             raise ValueError("Sentinel mode needs the master's name (--redis-sentinel-master)")
         # The sentinels themselves are asked over plain connections with the same timeouts.
         sentinel_kwargs = {"socket_timeout": options.timeout, "socket_connect_timeout": options.connect_timeout}
-        sentinel = Sentinel(list(options.sentinels), sentinel_kwargs=sentinel_kwargs, **common, db=db)
+        sentinel = _Sentinel(list(options.sentinels), sentinel_kwargs=sentinel_kwargs, **common, db=db)
         return sentinel.master_for(options.sentinel_master, max_connections=options.max_connections)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
     if options.cluster:
@@ -174,35 +195,55 @@ class Unavailable(Exception):
 
 
 class Outage:
-    """Outage tracking for one Redis client: fail fast while it is down, retry after a moment, log the change
-    of state once each way. Reusable by every feature that keeps state in Redis."""
+    """Outage tracking for one Redis client: while it is down, one call at a time probes it (at most every
+    `retry_interval`) and the others fail at once instead of waiting on a dead server; the change of state is
+    logged once each way. So a limit is off no longer than Redis is down, give or take one probe. Reusable by
+    every feature that keeps state in Redis."""
 
-    def __init__(self, what: str, retry_interval: float = 1.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        what: str,
+        retry_interval: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+        reconnect: Callable[[], Awaitable[None]] | None = None,
+    ):
         self.what = what  # names the feature in logs, e.g. "rate limits"
         self.retry_interval = retry_interval
+        self._reconnect = reconnect  # drops pooled connections after a failure, so the next one looks anew
         self._clock = clock
         self.down_since: float | None = None
         self._retry_at = 0.0
+        self._probing = False
 
     @property
     def down(self) -> bool:
         return self.down_since is not None
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run `operation`; raise Unavailable when Redis is (or was a moment ago) down. Other errors pass."""
+        """Run `operation`; raise Unavailable when Redis is down. Errors that are not outages pass through."""
         now = self._clock()
-        if self.down_since is not None and now < self._retry_at:
-            raise Unavailable("redis is unavailable")
+        probe = False
+        if self.down_since is not None:
+            if self._probing or now < self._retry_at:
+                raise Unavailable("redis is unavailable")
+            probe = self._probing = True
         try:
             result = await operation()
         except Exception as exc:
             if not is_outage(exc):
                 raise
-            self._failed(now, exc)
+            self._failed(self._clock(), exc)
+            if self._reconnect is not None:
+                with contextlib.suppress(Exception):
+                    await self._reconnect()
             raise Unavailable(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            if probe:
+                self._probing = False
         if self.down_since is not None:
             log.warning(
-                f"redis reachable again; {self.what} resumed", extra={"outage_seconds": round(now - self.down_since, 3)}
+                f"redis reachable again; {self.what} resumed",
+                extra={"outage_seconds": round(self._clock() - self.down_since, 3)},
             )
             self.down_since = None
         return result
@@ -215,6 +256,21 @@ class Outage:
                 extra={"error": f"{type(exc).__name__}: {exc}"},
             )
         self._retry_at = now + self.retry_interval
+
+
+def reconnector(client: RedisClient) -> Callable[[], Awaitable[None]] | None:
+    """What to do after an outage-type failure: a Sentinel-managed (or plain) client drops its pooled
+    connections, so the next one asks the sentinels (or DNS) where the master is now. Without this, a
+    connection to a demoted master keeps getting refusals until that server is reconfigured, which can take
+    many seconds. Redis Cluster follows its redirects and refreshes its slot map by itself."""
+    if isinstance(client, RedisCluster):
+        return None
+    pool = client.connection_pool
+
+    async def reconnect() -> None:
+        await pool.disconnect()
+
+    return reconnect
 
 
 async def close(client: RedisClient) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from ..redisconn import Outage, RedisOptions, Unavailable, connect
+from ..redisconn import Outage, RedisOptions, Unavailable, connect, reconnector
 from .gcra import MAX_AHEAD, MAX_UNITS, Decision, LimitSpec, LimitState, clamp_cost, decide, settle
 
 log = logging.getLogger("tollway.ratelimit")
@@ -148,14 +148,15 @@ class RedisBackend:
     topology `redisconn` can reach (a server, TLS, Sentinel, Cluster).
 
     Outages (unreachable, timeout, failover in progress) raise BackendUnavailable and the limit's failurePolicy
-    decides; the shared `Outage` guard answers at once for a moment instead of making each request wait. An
-    error reply caused by one call's data raises ScriptFailed: that request's problem, never an outage.
+    decides; the shared `Outage` guard lets one call at a time probe a server that is down and answers the
+    others at once instead of making each request wait. An error reply caused by one call's data raises
+    ScriptFailed: that request's problem, never an outage.
     """
 
-    def __init__(self, options: RedisOptions, retry_interval: float = 1.0):
+    def __init__(self, options: RedisOptions, retry_interval: float = 0.1):
         self.options = options
         self._client = connect(options)
-        self._outage = Outage("rate limits", retry_interval)
+        self._outage = Outage("rate limits", retry_interval, reconnect=reconnector(self._client))
         self._reserve = self._client.register_script(RESERVE_LUA)
         self._adjust = self._client.register_script(ADJUST_LUA)
 
