@@ -567,19 +567,29 @@ class Bench:
         )
         return t
 
-    def start_tollway(self) -> Target:
-        t = Target("tollway", "Tollway")
-        crs = self.tmp / "tollway-crs"
+    def start_tollway_resp(self) -> Target:
+        """The same gateway and config at the baseline commit: the hand-written pipelined RESP client."""
+        tree, commit = baseline_tree(self.tmp)
+        t = self.start_tollway(tree=tree, name="tollway-resp")
+        t.label = f"Tollway {commit} (RESP client)"
+        t.notes.append(f"the same row at {commit}, before redis-py: the limiter's hand-written RESP client")
+        return t
+
+    def start_tollway(self, tree: Path | None = None, name: str = "tollway") -> Target:
+        t = Target(name, "Tollway")
+        crs = self.tmp / f"{name}-crs"
         crs.mkdir()
         api_key = "sk-tollway-bench-" + secrets.token_hex(8)
         (crs / "bench.yaml").write_text(tollway_crs(api_key, self.upstream_port, self.sse_port))
         port, metrics_port = free_port(), free_port()
-        log = self.tmp / "tollway.log"  # its stderr: process log + one JSON access-log line per request
-        tollway = REPO / ".venv" / "bin" / "tollway"
-        if not tollway.exists():
-            raise RuntimeError(f"{tollway} is missing: run `make install` first")
+        log = self.tmp / f"{name}.log"  # its stderr: process log + one JSON access-log line per request
+        python = REPO / ".venv" / "bin" / "python"
+        if not python.exists():
+            raise RuntimeError(f"{python} is missing: run `make install` first")
         cmd = [
-            str(tollway),
+            str(python),
+            "-m",
+            "tollway_cli",
             "run",
             "--crs",
             str(crs),
@@ -596,7 +606,8 @@ class Bench:
             "--grace-period",
             "2",
         ]
-        t.proc = PROCS.start("tollway", cmd, GATEWAY_CORE, log)
+        env = {"PYTHONPATH": source_path(tree or REPO)}
+        t.proc = PROCS.start(name, cmd, GATEWAY_CORE, log, env=env)
         wait_ready(f"http://127.0.0.1:{port}/readyz", t.proc, log, 30)
         auth = {"Authorization": f"Bearer {api_key}"}
         t.json = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", auth, JSON_MODEL, t.proc.pid)
@@ -686,6 +697,26 @@ class Bench:
         return t
 
     # -- measurements ------------------------------------------------------------------------------------------
+
+    def decision_latency(self) -> list[dict[str, Any]]:
+        """bench/decisions.py on the gateway core, once per client: the current tree, then the baseline."""
+        out = []
+        trees: list[tuple[Path, str]] = [(REPO, "current")]
+        with contextlib.suppress(Exception):
+            tree, commit = baseline_tree(self.tmp)
+            trees.append((tree, commit))
+        count = "1000" if self.quick else "3000"
+        for tree, name in trees:
+            python = str(REPO / ".venv" / "bin" / "python")
+            cmd = ["taskset", "-c", str(GATEWAY_CORE), python, str(BENCH / "decisions.py"), str(self.redis_port), count]
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": source_path(tree)}
+            )
+            try:
+                out.append({"tree": name, **json.loads(proc.stdout.strip().splitlines()[-1])})
+            except (IndexError, ValueError):
+                out.append({"tree": name, "error": (proc.stderr or proc.stdout)[-400:]})
+        return out
 
     def wrk(self, ep: Endpoint, connections: int, seconds: int, limit: int = 0) -> dict[str, Any]:
         script = self.tmp / f"wrk-{connections}-{limit}.lua"
@@ -899,6 +930,30 @@ class Bench:
         row["added_gap_p99_1000_ms"] = top["added_gap_p99_ms"] if top else None
 
 
+def print_limiter_comparison(rows: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> None:
+    """redis-py next to the hand-written RESP client: one decision, and the gateway with it."""
+    if decisions:
+        print("\nlimiter decisions on loopback Redis (pinned to the gateway core):")
+        for d in decisions:
+            if "error" in d:
+                print(f"  {d['tree']}: FAILED: {d['error']}")
+                continue
+            print(
+                f"  {d['client']:>8} ({d['tree']}): p50 {d['p50_us']:.0f} us, p99 {d['p99_us']:.0f} us, "
+                f"{d['decisions_per_s_at_64_in_flight']:,} decisions/s with 64 in flight"
+            )
+    by_name = {r["name"]: r for r in rows}
+    new, old = by_name.get("tollway"), by_name.get("tollway-resp")
+    if new and old and not new.get("error") and not old.get("error"):
+        for what, key in (
+            ("best req/s with p99 < 50 ms", "max_rps_under_p99_budget"),
+            ("req/s at 32 connections", "wrk_c32"),
+        ):
+            a, b = (new.get(key) or {}).get("rps"), (old.get(key) or {}).get("rps")
+            if a and b:
+                print(f"  gateway {what}: redis-py {a:,.0f}, RESP client {b:,.0f} ({(a - b) / b:+.1%})")
+
+
 def _tput_ok(s: dict[str, Any]) -> bool:
     return s["p99_ms"] < P99_LATENCY_BUDGET_MS and s["errors"] <= 0.001 * max(1, s["requests"])
 
@@ -1034,6 +1089,35 @@ def code_state() -> dict[str, Any]:
         return {"head": git("rev-parse", "--short", "HEAD"), "uncommitted": [line[3:] for line in dirty]}
     except (OSError, subprocess.TimeoutExpired):
         return {}
+
+
+def baseline_tree(tmp: Path) -> tuple[Path, str]:
+    """The source just before the limiter moved to redis-py (the parent of the commit that added
+    redisconn.py), unpacked from git: the "before" the limiter figures are compared with."""
+    added = subprocess.run(
+        ["git", "log", "--diff-filter=A", "--format=%H", "--", "dataplane/tollway_dataplane/redisconn.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    if not added:
+        raise RuntimeError("no commit adds dataplane/tollway_dataplane/redisconn.py: no baseline to compare with")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", f"{added[-1]}^"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = tmp / f"baseline-{commit}"
+    if not tree.exists():
+        tree.mkdir()
+        archive = subprocess.run(
+            ["git", "archive", commit, "dataplane", "cli", "operator"], cwd=REPO, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree, commit
+
+
+def source_path(tree: Path) -> str:
+    return os.pathsep.join(str(tree / d) for d in ("dataplane", "operator", "cli"))
 
 
 def _pkg_version(name: str) -> str:
@@ -1174,7 +1258,7 @@ def environment(plan_name: str) -> dict[str, Any]:
 
 # -- main ----------------------------------------------------------------------------------------------------------
 
-TARGETS = ["direct", "nginx", "tollway", "litellm", "portkey"]
+TARGETS = ["direct", "nginx", "tollway", "tollway-resp", "litellm", "portkey"]
 
 
 def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
@@ -1197,10 +1281,11 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
         if name != "direct":
             row["core1_background_before"] = wait_quiet(args.quiet_wait)
         try:
-            target = getattr(bench, f"start_{'nginx_proxy' if name == 'nginx' else name}")()
+            method = "nginx_proxy" if name == "nginx" else name.replace("-", "_")
+            target = getattr(bench, f"start_{method}")()
             row["label"] = target.label
             row["version"] = target.version
-            if name == "tollway":
+            if name == "tollway":  # the baseline row names its commit in its own note
                 row["code"] = code_state()
                 state = row["code"]
                 target.notes.append(
@@ -1211,7 +1296,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
                         else ""
                     )
                 )
-            evalsha0 = bench.redis_evalsha_calls() if name == "tollway" else 0
+            evalsha0 = bench.redis_evalsha_calls() if name.startswith("tollway") else 0
             watch = Interference(target.proc.pid) if target.proc is not None else None
             bench.measure(target, row)
             if watch is not None:
@@ -1221,7 +1306,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
                         f"WARNING: {row['core1_other_load']:.0%} of core {GATEWAY_CORE} went to other processes "
                         "during this row: its figures are pessimistic"
                     )
-            if name == "tollway":
+            if name.startswith("tollway"):
                 calls = bench.redis_evalsha_calls() - evalsha0
                 row["redis_evalsha_calls"] = calls
                 status, body = http(bench._tollway_metrics)
@@ -1250,6 +1335,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
             say(f"[{name}] FAILED: {row['error']}")
         rows.append(row)
     add_deltas(rows)
+    decisions = bench.decision_latency() if any(n.startswith("tollway") for n in wanted) else []
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -1265,6 +1351,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
         "environment": environment("quick" if args.quick else "full"),
         "plan": plan.__dict__,
         "rows": rows,
+        "limiter_decisions": decisions,
         "upstream_capacity": upstream,
         "wall_seconds": wall,
         "timestamp": stamp,
@@ -1294,6 +1381,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
     for r in rows:
         for note in r.get("notes", []):
             print(f"  {r['name']}: {note}")
+    print_limiter_comparison(rows, decisions)
     png = chart(result_path)
     print(f"\nresults: {result_path.relative_to(REPO)}" + (f", chart: {png.relative_to(REPO)}" if png else ""))
     print(f"wall time: {wall:.0f}s")
@@ -1456,7 +1544,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=",".join(TARGETS[1:]),
-        help="comma-separated rows besides direct: nginx,tollway,litellm,portkey",
+        help="comma-separated rows besides direct: nginx,tollway,tollway-resp,litellm,portkey",
     )
     parser.add_argument("--profile", action="store_true", help="profile Tollway with py-spy instead of the table")
     parser.add_argument(
