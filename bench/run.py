@@ -578,7 +578,7 @@ class Bench:
     def start_tollway(self, tree: Path | None = None, name: str = "tollway") -> Target:
         t = Target(name, "Tollway")
         crs = self.tmp / f"{name}-crs"
-        crs.mkdir()
+        crs.mkdir(exist_ok=True)
         api_key = "sk-tollway-bench-" + secrets.token_hex(8)
         (crs / "bench.yaml").write_text(tollway_crs(api_key, self.upstream_port, self.sse_port))
         port, metrics_port = free_port(), free_port()
@@ -717,6 +717,34 @@ class Bench:
             except (IndexError, ValueError):
                 out.append({"tree": name, "error": (proc.stderr or proc.stdout)[-400:]})
         return out
+
+    def compare_clients(self, rounds: int) -> dict[str, Any]:
+        """Both gateways up at once, measured in turns (A, B, A, B, ...) at 32 connections: on a shared machine,
+        interleaving spreads other processes' load over both, so the medians compare the clients, not the
+        moment. Per turn: req/s and the gateway's CPU time per request."""
+        current = self.start_tollway()
+        baseline = self.start_tollway_resp()
+        turns: dict[str, list[dict[str, Any]]] = {"redis-py": [], "resp": []}
+        try:
+            for t in (current, baseline):
+                self.wrk(t.json, 32, 2)  # warm-up
+            for _ in range(rounds):
+                for name, t in (("redis-py", current), ("resp", baseline)):
+                    turns[name].append(self.wrk(t.json, 32, 4))
+        finally:
+            for t in (current, baseline):
+                if t.proc is not None:
+                    PROCS.stop(t.proc)
+
+        def median(name: str, key: str) -> float:
+            values = sorted(x[key] for x in turns[name] if x.get(key) is not None)
+            return values[len(values) // 2] if values else 0.0
+
+        summary = {
+            name: {"rps": median(name, "rps"), "cpu_us_per_request": median(name, "cpu_us_per_request")}
+            for name in turns
+        }
+        return {"baseline": baseline.label, "rounds": rounds, "turns": turns, "median": summary}
 
     def wrk(self, ep: Endpoint, connections: int, seconds: int, limit: int = 0) -> dict[str, Any]:
         script = self.tmp / f"wrk-{connections}-{limit}.lua"
@@ -930,7 +958,9 @@ class Bench:
         row["added_gap_p99_1000_ms"] = top["added_gap_p99_ms"] if top else None
 
 
-def print_limiter_comparison(rows: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> None:
+def print_limiter_comparison(
+    rows: list[dict[str, Any]], decisions: list[dict[str, Any]], compared: dict[str, Any] | None
+) -> None:
     """redis-py next to the hand-written RESP client: one decision, and the gateway with it."""
     if decisions:
         print("\nlimiter decisions on loopback Redis (pinned to the gateway core):")
@@ -952,6 +982,18 @@ def print_limiter_comparison(rows: list[dict[str, Any]], decisions: list[dict[st
             a, b = (new.get(key) or {}).get("rps"), (old.get(key) or {}).get("rps")
             if a and b:
                 print(f"  gateway {what}: redis-py {a:,.0f}, RESP client {b:,.0f} ({(a - b) / b:+.1%})")
+    if compared and "error" in compared:
+        print(f"  in turns: FAILED: {compared['error']}")
+    elif compared:
+        new_m, old_m = compared["median"]["redis-py"], compared["median"]["resp"]
+        if old_m["rps"] and old_m["cpu_us_per_request"]:
+            rps_change = (new_m["rps"] - old_m["rps"]) / old_m["rps"]
+            cpu_new, cpu_old = new_m["cpu_us_per_request"], old_m["cpu_us_per_request"]
+            print(
+                f"  in turns at 32 connections (median of {compared['rounds']}): redis-py {new_m['rps']:,.0f} req/s, "
+                f"{cpu_new:.0f} us CPU/request; RESP client {old_m['rps']:,.0f} req/s, {cpu_old:.0f} us CPU/request "
+                f"({rps_change:+.1%} req/s, {(cpu_new - cpu_old) / cpu_old:+.1%} CPU/request)"
+            )
 
 
 def _tput_ok(s: dict[str, Any]) -> bool:
@@ -1336,6 +1378,13 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
         rows.append(row)
     add_deltas(rows)
     decisions = bench.decision_latency() if any(n.startswith("tollway") for n in wanted) else []
+    compared: dict[str, Any] | None = None
+    if {"tollway", "tollway-resp"} <= set(wanted):
+        say("=== redis-py and the RESP client in turns ===")
+        try:
+            compared = bench.compare_clients(3 if args.quick else 6)
+        except Exception as exc:
+            compared = {"error": f"{type(exc).__name__}: {exc}"[:400]}
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -1352,6 +1401,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
         "plan": plan.__dict__,
         "rows": rows,
         "limiter_decisions": decisions,
+        "clients_in_turns": compared,
         "upstream_capacity": upstream,
         "wall_seconds": wall,
         "timestamp": stamp,
@@ -1381,7 +1431,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
     for r in rows:
         for note in r.get("notes", []):
             print(f"  {r['name']}: {note}")
-    print_limiter_comparison(rows, decisions)
+    print_limiter_comparison(rows, decisions, compared)
     png = chart(result_path)
     print(f"\nresults: {result_path.relative_to(REPO)}" + (f", chart: {png.relative_to(REPO)}" if png else ""))
     print(f"wall time: {wall:.0f}s")
