@@ -1529,7 +1529,7 @@ def profile_report(collapsed: Path, expected: int, top: int = 25) -> str:
             continue
         n = int(count)
         frames = stack.split(";")
-        if not frames[0].startswith("<module>"):  # a helper thread (executor, DNS), not the event loop
+        if not any(f.startswith("<module>") for f in frames[:3]):  # a helper thread (executor, DNS), not the loop
             other_threads += n
             continue
         total += n
