@@ -271,8 +271,8 @@ class TurnPipeline:
     A busy gateway issues many decisions per turn. On a server (plain, TLS or Sentinel-managed) one connection
     is held and one pipeline at a time is in flight: calls made meanwhile queue and leave together as the next
     one, so a pipeline costs one write and one read whatever the load, and no connection checkout per call
-    (redis-py's per-command machinery costs more than the round trip on the request path). Redis Cluster gets
-    redis-py's own cluster pipeline, which splits by slot and follows redirects. Each pipeline runs through
+    (redis-py's per-command machinery costs more than the round trip on the request path). Redis Cluster runs
+    its calls one by one (concurrently), each routed by slot, redirects followed. Each pipeline runs through
     the Outage guard as one call; each caller gets its own result or its own error reply."""
 
     def __init__(self, client: RedisClient, outage: Outage):
@@ -349,10 +349,9 @@ class TurnPipeline:
 
     async def _run(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
         if isinstance(self._client, RedisCluster):
-            pipe = self._client.pipeline(transaction=False)
-            for sha, arguments in calls:
-                pipe.evalsha(sha, *arguments)
-            return list(await pipe.execute(raise_on_error=False))
+            # redis-py's cluster pipeline refuses EVALSHA: each call on its own, routed by its keys' slot.
+            cluster = self._client
+            return list(await asyncio.gather(*(_evalsha(cluster, sha, arguments) for sha, arguments in calls)))
         return await self._on_held_connection(self._client, calls)
 
     async def _on_held_connection(self, client: aioredis.Redis, calls: list[tuple[str, list[Any]]]) -> list[Any]:
@@ -389,6 +388,14 @@ class TurnPipeline:
         if self._connection is not None and not isinstance(self._client, RedisCluster):
             connection, self._connection = self._connection, None
             await self._client.connection_pool.release(connection)
+
+
+async def _evalsha(client: RedisCluster, sha: str, arguments: list[Any]) -> Any:
+    """One script call; an error reply or an outage comes back as the result, as in a pipeline."""
+    try:
+        return await client.evalsha(sha, *arguments)  # type: ignore[misc]
+    except rexc.RedisError as exc:
+        return exc
 
 
 def reconnector(client: RedisClient) -> Callable[[], Awaitable[None]] | None:
