@@ -139,6 +139,7 @@ async def serve(source: ConfigSource, options: ServerOptions) -> int:
             "url": f"http://{options.host}:{running.port}",
             "metrics_port": running.metrics_port,
             "config_source": source.describe(),
+            "limit_state": options.redis.describe() if options.redis is not None else "in-process",
         },
     )
     stop = asyncio.Event()
