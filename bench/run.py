@@ -568,19 +568,29 @@ class Bench:
         )
         return t
 
-    def start_tollway(self) -> Target:
-        t = Target("tollway", "Tollway")
-        crs = self.tmp / "tollway-crs"
-        crs.mkdir()
+    def start_tollway_resp(self) -> Target:
+        """The same gateway and config at the baseline commit: the hand-written pipelined RESP client."""
+        tree, commit = baseline_tree(self.tmp)
+        t = self.start_tollway(tree=tree, name="tollway-resp")
+        t.label = f"Tollway {commit} (RESP client)"
+        t.notes.append(f"the same row at {commit}, before redis-py: the limiter's hand-written RESP client")
+        return t
+
+    def start_tollway(self, tree: Path | None = None, name: str = "tollway") -> Target:
+        t = Target(name, "Tollway")
+        crs = self.tmp / f"{name}-crs"
+        crs.mkdir(exist_ok=True)
         api_key = "sk-tollway-bench-" + secrets.token_hex(8)
         (crs / "bench.yaml").write_text(tollway_crs(api_key, self.upstream_port, self.sse_port))
         port, metrics_port = free_port(), free_port()
-        log = self.tmp / "tollway.log"  # its stderr: process log + one JSON access-log line per request
-        tollway = REPO / ".venv" / "bin" / "tollway"
-        if not tollway.exists():
-            raise RuntimeError(f"{tollway} is missing: run `make install` first")
+        log = self.tmp / f"{name}.log"  # its stderr: process log + one JSON access-log line per request
+        python = REPO / ".venv" / "bin" / "python"
+        if not python.exists():
+            raise RuntimeError(f"{python} is missing: run `make install` first")
         cmd = [
-            str(tollway),
+            str(python),
+            "-m",
+            "tollway_cli",
             "run",
             "--crs",
             str(crs),
@@ -597,7 +607,8 @@ class Bench:
             "--grace-period",
             "2",
         ]
-        t.proc = PROCS.start("tollway", cmd, GATEWAY_CORE, log)
+        env = {"PYTHONPATH": source_path(tree or REPO)}
+        t.proc = PROCS.start(name, cmd, GATEWAY_CORE, log, env=env)
         wait_ready(f"http://127.0.0.1:{port}/readyz", t.proc, log, 30)
         auth = {"Authorization": f"Bearer {api_key}"}
         t.json = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", auth, JSON_MODEL, t.proc.pid)
@@ -687,6 +698,54 @@ class Bench:
         return t
 
     # -- measurements ------------------------------------------------------------------------------------------
+
+    def decision_latency(self) -> list[dict[str, Any]]:
+        """bench/decisions.py on the gateway core, once per client: the current tree, then the baseline."""
+        out = []
+        trees: list[tuple[Path, str]] = [(REPO, "current")]
+        with contextlib.suppress(Exception):
+            tree, commit = baseline_tree(self.tmp)
+            trees.append((tree, commit))
+        count = "1000" if self.quick else "3000"
+        for tree, name in trees:
+            python = str(REPO / ".venv" / "bin" / "python")
+            cmd = ["taskset", "-c", str(GATEWAY_CORE), python, str(BENCH / "decisions.py"), str(self.redis_port), count]
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": source_path(tree)}
+            )
+            try:
+                out.append({"tree": name, **json.loads(proc.stdout.strip().splitlines()[-1])})
+            except (IndexError, ValueError):
+                out.append({"tree": name, "error": (proc.stderr or proc.stdout)[-400:]})
+        return out
+
+    def compare_clients(self, rounds: int) -> dict[str, Any]:
+        """Both gateways up at once, measured in turns (A, B, A, B, ...) at 32 connections: on a shared machine,
+        interleaving spreads other processes' load over both, so the medians compare the clients, not the
+        moment. Per turn: req/s and the gateway's CPU time per request."""
+        current = self.start_tollway()
+        baseline = self.start_tollway_resp()
+        turns: dict[str, list[dict[str, Any]]] = {"redis-py": [], "resp": []}
+        try:
+            for t in (current, baseline):
+                self.wrk(t.json, 32, 2)  # warm-up
+            for _ in range(rounds):
+                for name, t in (("redis-py", current), ("resp", baseline)):
+                    turns[name].append(self.wrk(t.json, 32, 4))
+        finally:
+            for t in (current, baseline):
+                if t.proc is not None:
+                    PROCS.stop(t.proc)
+
+        def median(name: str, key: str) -> float:
+            values = sorted(x[key] for x in turns[name] if x.get(key) is not None)
+            return values[len(values) // 2] if values else 0.0
+
+        summary = {
+            name: {"rps": median(name, "rps"), "cpu_us_per_request": median(name, "cpu_us_per_request")}
+            for name in turns
+        }
+        return {"baseline": baseline.label, "rounds": rounds, "turns": turns, "median": summary}
 
     def wrk(self, ep: Endpoint, connections: int, seconds: int, limit: int = 0) -> dict[str, Any]:
         script = self.tmp / f"wrk-{connections}-{limit}.lua"
@@ -900,6 +959,44 @@ class Bench:
         row["added_gap_p99_1000_ms"] = top["added_gap_p99_ms"] if top else None
 
 
+def print_limiter_comparison(
+    rows: list[dict[str, Any]], decisions: list[dict[str, Any]], compared: dict[str, Any] | None
+) -> None:
+    """redis-py next to the hand-written RESP client: one decision, and the gateway with it."""
+    if decisions:
+        print("\nlimiter decisions on loopback Redis (pinned to the gateway core):")
+        for d in decisions:
+            if "error" in d:
+                print(f"  {d['tree']}: FAILED: {d['error']}")
+                continue
+            print(
+                f"  {d['client']:>8} ({d['tree']}): p50 {d['p50_us']:.0f} us, p99 {d['p99_us']:.0f} us, "
+                f"{d['decisions_per_s_at_64_in_flight']:,} decisions/s with 64 in flight"
+            )
+    by_name = {r["name"]: r for r in rows}
+    new, old = by_name.get("tollway"), by_name.get("tollway-resp")
+    if new and old and not new.get("error") and not old.get("error"):
+        for what, key in (
+            ("best req/s with p99 < 50 ms", "max_rps_under_p99_budget"),
+            ("req/s at 32 connections", "wrk_c32"),
+        ):
+            a, b = (new.get(key) or {}).get("rps"), (old.get(key) or {}).get("rps")
+            if a and b:
+                print(f"  gateway {what}: redis-py {a:,.0f}, RESP client {b:,.0f} ({(a - b) / b:+.1%})")
+    if compared and "error" in compared:
+        print(f"  in turns: FAILED: {compared['error']}")
+    elif compared:
+        new_m, old_m = compared["median"]["redis-py"], compared["median"]["resp"]
+        if old_m["rps"] and old_m["cpu_us_per_request"]:
+            rps_change = (new_m["rps"] - old_m["rps"]) / old_m["rps"]
+            cpu_new, cpu_old = new_m["cpu_us_per_request"], old_m["cpu_us_per_request"]
+            print(
+                f"  in turns at 32 connections (median of {compared['rounds']}): redis-py {new_m['rps']:,.0f} req/s, "
+                f"{cpu_new:.0f} us CPU/request; RESP client {old_m['rps']:,.0f} req/s, {cpu_old:.0f} us CPU/request "
+                f"({rps_change:+.1%} req/s, {(cpu_new - cpu_old) / cpu_old:+.1%} CPU/request)"
+            )
+
+
 def _tput_ok(s: dict[str, Any]) -> bool:
     return s["p99_ms"] < P99_LATENCY_BUDGET_MS and s["errors"] <= 0.001 * max(1, s["requests"])
 
@@ -1035,6 +1132,35 @@ def code_state() -> dict[str, Any]:
         return {"head": git("rev-parse", "--short", "HEAD"), "uncommitted": [line[3:] for line in dirty]}
     except (OSError, subprocess.TimeoutExpired):
         return {}
+
+
+def baseline_tree(tmp: Path) -> tuple[Path, str]:
+    """The source just before the limiter moved to redis-py (the parent of the commit that added
+    redisconn.py), unpacked from git: the "before" the limiter figures are compared with."""
+    added = subprocess.run(
+        ["git", "log", "--diff-filter=A", "--format=%H", "--", "dataplane/tollway_dataplane/redisconn.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    if not added:
+        raise RuntimeError("no commit adds dataplane/tollway_dataplane/redisconn.py: no baseline to compare with")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", f"{added[-1]}^"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = tmp / f"baseline-{commit}"
+    if not tree.exists():
+        tree.mkdir()
+        archive = subprocess.run(
+            ["git", "archive", commit, "dataplane", "cli", "operator"], cwd=REPO, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree, commit
+
+
+def source_path(tree: Path) -> str:
+    return os.pathsep.join(str(tree / d) for d in ("dataplane", "operator", "cli"))
 
 
 def _pkg_version(name: str) -> str:
@@ -1175,7 +1301,7 @@ def environment(plan_name: str) -> dict[str, Any]:
 
 # -- main ----------------------------------------------------------------------------------------------------------
 
-TARGETS = ["direct", "nginx", "tollway", "litellm", "portkey"]
+TARGETS = ["direct", "nginx", "tollway", "tollway-resp", "litellm", "portkey"]
 
 
 def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
@@ -1198,10 +1324,11 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
         if name != "direct":
             row["core1_background_before"] = wait_quiet(args.quiet_wait)
         try:
-            target = getattr(bench, f"start_{'nginx_proxy' if name == 'nginx' else name}")()
+            method = "nginx_proxy" if name == "nginx" else name.replace("-", "_")
+            target = getattr(bench, f"start_{method}")()
             row["label"] = target.label
             row["version"] = target.version
-            if name == "tollway":
+            if name == "tollway":  # the baseline row names its commit in its own note
                 row["code"] = code_state()
                 state = row["code"]
                 target.notes.append(
@@ -1212,7 +1339,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
                         else ""
                     )
                 )
-            evalsha0 = bench.redis_evalsha_calls() if name == "tollway" else 0
+            evalsha0 = bench.redis_evalsha_calls() if name.startswith("tollway") else 0
             watch = Interference(target.proc.pid) if target.proc is not None else None
             bench.measure(target, row)
             if watch is not None:
@@ -1222,7 +1349,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
                         f"WARNING: {row['core1_other_load']:.0%} of core {GATEWAY_CORE} went to other processes "
                         "during this row: its figures are pessimistic"
                     )
-            if name == "tollway":
+            if name.startswith("tollway"):
                 calls = bench.redis_evalsha_calls() - evalsha0
                 row["redis_evalsha_calls"] = calls
                 status, body = http(bench._tollway_metrics)
@@ -1251,6 +1378,14 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
             say(f"[{name}] FAILED: {row['error']}")
         rows.append(row)
     add_deltas(rows)
+    decisions = bench.decision_latency() if any(n.startswith("tollway") for n in wanted) else []
+    compared: dict[str, Any] | None = None
+    if {"tollway", "tollway-resp"} <= set(wanted):
+        say("=== redis-py and the RESP client in turns ===")
+        try:
+            compared = bench.compare_clients(3 if args.quick else 6)
+        except Exception as exc:
+            compared = {"error": f"{type(exc).__name__}: {exc}"[:400]}
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -1268,6 +1403,8 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
         "environment": environment("quick" if args.quick else "full"),
         "plan": plan.__dict__,
         "rows": rows,
+        "limiter_decisions": decisions,
+        "clients_in_turns": compared,
         "upstream_capacity": upstream,
         "guardrails": guardrail_figures,
         "wall_seconds": wall,
@@ -1300,6 +1437,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
             print(f"  {r['name']}: {note}")
     if "error" not in guardrail_figures:
         print("\n" + guardrails.report(guardrail_figures))
+    print_limiter_comparison(rows, decisions, compared)
     png = chart(result_path)
     print(f"\nresults: {result_path.relative_to(REPO)}" + (f", chart: {png.relative_to(REPO)}" if png else ""))
     print(f"wall time: {wall:.0f}s")
@@ -1406,7 +1544,7 @@ def profile_report(collapsed: Path, expected: int, top: int = 25) -> str:
             continue
         n = int(count)
         frames = stack.split(";")
-        if not frames[0].startswith("<module>"):  # a helper thread (executor, DNS), not the event loop
+        if not any(f.startswith("<module>") for f in frames[:3]):  # a helper thread (executor, DNS), not the loop
             other_threads += n
             continue
         total += n
@@ -1471,7 +1609,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=",".join(TARGETS[1:]),
-        help="comma-separated rows besides direct: nginx,tollway,litellm,portkey",
+        help="comma-separated rows besides direct: nginx,tollway,tollway-resp,litellm,portkey",
     )
     parser.add_argument("--profile", action="store_true", help="profile Tollway with py-spy instead of the table")
     parser.add_argument(

@@ -21,6 +21,34 @@ VALUE_SETS = {
         "--set",
         "redis.external.passwordSecret.name=redis-auth",
     ],
+    "external-redis-cluster": [
+        "--set",
+        "redis.mode=external",
+        "--set",
+        "redis.external.topology=cluster",
+        "--set",
+        "redis.external.url=rediss://tollway@redis-cluster.example:6379",
+        "--set",
+        "redis.external.tls.caSecret.name=redis-ca",
+    ],
+    "external-redis-sentinel": [
+        "--set",
+        "redis.mode=external",
+        "--set",
+        "redis.external.topology=sentinel",
+        "--set",
+        "redis.external.sentinel.hosts={{sentinel-0.redis:26379,sentinel-1.redis:26379,sentinel-2.redis:26379}}",  # format()-escaped
+        "--set",
+        "redis.external.sentinel.masterName=mymaster",
+        "--set",
+        "redis.external.username=tollway",
+        "--set",
+        "redis.external.passwordSecret.name=redis-auth",
+        "--set",
+        "redis.external.url=rediss://sentinel/0",
+        "--set",
+        "redis.external.tls.clientCertSecret=redis-client-tls",
+    ],
     "builtin-redis-networkpolicy": ["--set", "redis.mode=builtin", "--set", "networkPolicy.enabled=true"],
     "no-redis-hpa-off": [
         "--set",
@@ -74,8 +102,32 @@ def test_value_sets_pass_server_dry_run(control_plane: ControlPlane, crds_instal
     assert ("kopfpeerings.kopf.dev" in crds) == ("peering" in name), crds
     if name == "builtin-redis-networkpolicy":
         assert {"StatefulSet", "NetworkPolicy"} <= kinds
+    dataplane_args = next(
+        d["spec"]["template"]["spec"]["containers"][0]["args"]
+        for d in documents
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-dataplane")
+    )
+    if name == "external-redis-cluster":
+        assert "--redis-cluster" in dataplane_args and "--redis-ca-file=/etc/tollway/redis-ca/ca.crt" in dataplane_args
+    if name == "external-redis-sentinel":
+        assert "--redis-sentinel-master=mymaster" in dataplane_args
+        assert "--redis-client-key=/etc/tollway/redis-client/tls.key" in dataplane_args
     if name == "no-redis-hpa-off":
         assert "HorizontalPodAutoscaler" not in kinds and "StatefulSet" not in kinds
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["redis.mode=external", "redis.external.topology=sentinel"],  # no sentinels, no master name
+        ["redis.mode=external", "redis.external.topology=cluster", "redis.external.url=redis://c:6379/3"],  # db 0 only
+        ["redis.mode=external", "redis.external.topology=ring", "redis.external.url=redis://r:6379/0"],
+    ],
+)
+def test_redis_topology_values_are_validated(control_plane: ControlPlane, namespace: str, values: list[str]):
+    args = [a for value in values for a in ("--set", value)]
+    proc = control_plane.helm("template", "t", str(CHART), "--namespace", namespace, *args, check=False)
+    assert proc.returncode != 0 and "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
 
 
 def test_pods_follow_security_conventions(control_plane: ControlPlane, namespace: str):

@@ -228,12 +228,18 @@ def free_port() -> int:
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def spawn_gateway(crs: Path, *args: str) -> tuple[asyncio.subprocess.Process, str]:
-    """`tollway run` as a real process; returns once /readyz answers 200."""
+async def spawn_gateway(
+    crs: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, str]:
+    """`tollway run` as a real process (with `env` added to its environment); returns once /readyz answers 200."""
     import sys
 
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("dataplane", "operator", "cli"))}
+    env = {
+        **os.environ,
+        **(env or {}),
+        "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("dataplane", "operator", "cli")),
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

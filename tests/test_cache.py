@@ -337,3 +337,58 @@ async def test_messages_callers_are_cached_in_their_own_partition(cached: Gatewa
         assert response.headers["x-tollway-cache"] == "hit"
         assert await response.json() == first
     assert first["type"] == "message"
+
+
+# -- shared through Redis -------------------------------------------------------------------------------------
+
+
+async def test_two_gateway_processes_share_entries_through_redis(
+    tmp_path: Any, mock_llm: MockLLM, redis_server: Any
+) -> None:
+    import aiohttp
+    from conftest import spawn_gateway, write_crs
+
+    write_crs(tmp_path / "crs", cached_crs(mock_llm.url, SEMANTIC))
+    processes = [await spawn_gateway(tmp_path / "crs", "--redis-url", redis_server.url) for _ in range(2)]
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def ask_at(url: str, question: str) -> tuple[str, str]:
+                headers = {"Authorization": "Bearer sk-alice"}
+                async with session.post(f"{url}{CHAT}", json=ask(question), headers=headers) as response:
+                    body = await response.json()
+                    return response.headers["x-tollway-cache"], body["choices"][0]["message"]["content"]
+
+            (_, first), (_, second) = processes
+            await mock_llm.script({"content": "Paris."}, path="/chat/completions")
+            assert (await ask_at(first, "What is the capital of France?"))[0] == "miss"
+            for _ in range(50):  # the other replica learns the vector from the stream within a moment
+                result = await ask_at(second, "what is the capital of france")
+                if result[0] != "miss":
+                    break
+                await asyncio.sleep(0.1)
+            assert result == ("semantic-hit", "Paris.")
+            assert await ask_at(second, "What is the capital of France?") == ("hit", "Paris.")
+    finally:
+        for process, _ in processes:
+            process.terminate()
+            await process.wait()
+
+
+async def test_redis_down_means_misses_never_errors(
+    make_gateway: GatewayFactory, mock_llm: MockLLM, redis_server: Any
+) -> None:
+    from tollway_dataplane.redisconn import options_from_url
+
+    gateway = await make_gateway(cached_crs(mock_llm.url, "{}"), redis=options_from_url(redis_server.url))
+    await post(gateway, ask())
+    await asyncio.sleep(0.05)
+    _, headers, _ = await post(gateway, ask())
+    assert headers["x-tollway-cache"] == "hit"
+    redis_server.stop()
+    for _ in range(3):
+        status, headers, body = await post(gateway, ask())
+        assert status == 200 and headers["x-tollway-cache"] == "miss"
+        assert body["choices"][0]["message"]["content"]
+    errors = REGISTRY.get_sample_value("tollway_cache_lookups_total", {"route": "default/chat", "result": "error"})
+    assert errors is not None and errors >= 1

@@ -53,7 +53,7 @@ def test_valid_document_loads() -> None:
         (lambda d: d["pools"].append(dict(d["pools"][0])), "pools[1].name: duplicate name 'ns/p'"),
         (
             lambda d: d.update(rateLimits=[{"name": "x", "limits": [{"window": 60}]}]),
-            "rateLimits[0].limits[0]: must set exactly one of tokens or requests",
+            "rateLimits[0].limits[0]: must set exactly one of tokens, requests or usd",
         ),
         (lambda d: d.update(routes="oops"), "routes: must be a list, got a string"),
     ],

@@ -10,8 +10,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import GatewayFactory, MockLLM, RedisServer, read_sse, spawn_gateway, write_crs
-from tollway_dataplane.ratelimit.backends import MemoryBackend, RedisBackend
+from tollway_dataplane.ratelimit.backends import MemoryBackend, RedisBackend, ScriptFailed
 from tollway_dataplane.ratelimit.gcra import LimitSpec, decide, settle
+from tollway_dataplane.redisconn import RedisOptions
 
 CHAT = "/v1/chat/completions"
 # 11 characters of content -> an input estimate of 3 tokens; with max_tokens 7 each request reserves 10.
@@ -113,7 +114,7 @@ def test_all_limits_of_a_decision_are_atomic() -> None:
 
 @pytest.mark.parametrize("backend_kind", ["memory", "redis"])
 async def test_backends_agree(backend_kind: str, redis_server: RedisServer) -> None:
-    backend = MemoryBackend() if backend_kind == "memory" else RedisBackend(redis_server.url)
+    backend = MemoryBackend() if backend_kind == "memory" else RedisBackend(RedisOptions(redis_server.url))
     try:
         specs = (LimitSpec("tollway:{t}:a", 100, 60.0, 30), LimitSpec("tollway:{t}:b", 3, 60.0, 1))
         results = [await backend.reserve(specs) for _ in range(5)]
@@ -230,7 +231,7 @@ async def test_redis_outage_and_recovery(
     make_gateway: GatewayFactory, mock_llm: MockLLM, redis_server: RedisServer, policy: str
 ) -> None:
     files = limited_crs(mock_llm.url, "[{requests: 3, window: 1m}]", extra_spec=f"failurePolicy: {policy}")
-    handle = await make_gateway(files, redis_url=redis_server.url)
+    handle = await make_gateway(files, redis=RedisOptions(redis_server.url))
     assert sorted(await burst(handle.session, [handle.url], 4)) == [200, 200, 200, 429]
     redis_server.stop()
     started = time.perf_counter()
@@ -255,7 +256,7 @@ async def test_redis_outage_and_recovery(
 
 async def test_limiter_latency_on_loopback_redis(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
     """Not a timing assert: prints the added latency of one decision so the figure is visible in CI output."""
-    backend = RedisBackend(redis_server.url)
+    backend = RedisBackend(RedisOptions(redis_server.url))
     try:
         specs = (LimitSpec("tollway:{bench}:t", 10**9, 60.0, 10), LimitSpec("tollway:{bench}:r", 10**9, 60.0, 1))
         samples = []
@@ -271,3 +272,55 @@ async def test_limiter_latency_on_loopback_redis(redis_server: RedisServer, caps
             )
     finally:
         await backend.close()
+
+
+# -- hostile values and error replies -------------------------------------------------------------------------
+
+
+async def test_one_request_cannot_switch_limits_off(
+    make_gateway: GatewayFactory, mock_llm: MockLLM, redis_server: RedisServer
+) -> None:
+    """An absurd max_tokens used to make the Redis script fail (`invalid expire time`), which counted as an
+    outage: for a second, failurePolicy open let everyone through."""
+    handle = await make_gateway(
+        limited_crs(mock_llm.url, "[{tokens: 100, window: 1m}]"), redis=RedisOptions(redis_server.url)
+    )
+    await mock_llm.script(EXACT_USAGE, times=0)
+    async with handle.post(CHAT, {**BODY, "max_tokens": -1_000_000_000_000}) as response:
+        await response.read()  # whatever intake says about it, it must not touch anyone else's limits
+    statuses = await burst(handle.session, [handle.url], 30)
+    assert statuses.count(200) <= 10 and statuses.count(429) >= 20, sorted(statuses)
+
+
+async def test_an_error_reply_is_not_an_outage(redis_server: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.lpush("tollway:{t}:broken", "not a timestamp")  # a reply of WRONGTYPE for this key only
+    await client.set("tollway:{t}:garbage", "not a number")
+    await client.aclose()
+    backend = RedisBackend(RedisOptions(redis_server.url))
+    try:
+        with pytest.raises(ScriptFailed, match="WRONGTYPE"):
+            await backend.reserve((LimitSpec("tollway:{t}:broken", 10, 60.0, 1),))
+        decision = await backend.reserve((LimitSpec("tollway:{t}:fine", 10, 60.0, 1),))  # no "down for a moment"
+        assert decision.allowed and decision.states[0].remaining == 9
+        decision = await backend.reserve((LimitSpec("tollway:{t}:garbage", 10, 60.0, 1),))  # counts as empty
+        assert decision.allowed and decision.states[0].remaining == 9
+        for cost in (-(10**15), 10**15):
+            decision = await backend.reserve((LimitSpec("tollway:{t}:x", 10, 2592000.0, cost),))
+            assert decision.states[0].remaining in (0, 10)
+        await backend.adjust([("tollway:{t}:x", 10**18, 1e9), ("tollway:{t}:y", -(10**18), 1e9)])
+    finally:
+        await backend.close()
+
+
+async def test_limiter_clamps_what_a_request_claims(make_gateway: GatewayFactory, mock_llm: MockLLM) -> None:
+    handle = await make_gateway(limited_crs(mock_llm.url, "[{tokens: 100, window: 1m}]"))
+    await mock_llm.script({"usage": {"prompt_tokens": 10**15, "completion_tokens": 10**15}})
+    async with handle.post(CHAT, BODY) as response:
+        assert response.status == 200
+    await asyncio.sleep(0.1)
+    async with handle.post(CHAT, BODY) as response:  # the debt is bounded: limited, with a finite Retry-After
+        assert response.status == 429
+        assert 1 <= int(response.headers["Retry-After"]) <= 10 * 60 + 60

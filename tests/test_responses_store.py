@@ -10,6 +10,7 @@ from conftest import GatewayFactory, MockLLM, RedisServer
 from fixtures.providers.support import provider_crs
 from tollway_dataplane.caller.responses_store import MemoryResponseStore, RedisResponseStore, StoredResponse
 from tollway_dataplane.errors import GatewayError
+from tollway_dataplane.redisconn import options_from_url
 
 
 def stored(response_id: str, text: str = "x") -> StoredResponse:
@@ -78,8 +79,8 @@ async def test_replicas_sharing_redis_continue_each_others_conversations(
     make_gateway: GatewayFactory, mock_llm: MockLLM, redis_server: RedisServer
 ) -> None:
     crs = provider_crs(mock_llm.url, "openai-compatible")
-    first = await make_gateway(crs, redis_url=redis_server.url)
-    second = await make_gateway(crs, redis_url=redis_server.url)
+    first = await make_gateway(crs, redis=options_from_url(redis_server.url))
+    second = await make_gateway(crs, redis=options_from_url(redis_server.url))
     a = openai.AsyncOpenAI(base_url=f"{first.url}/v1", api_key="sk-alice", max_retries=0)
     b = openai.AsyncOpenAI(base_url=f"{second.url}/v1", api_key="sk-alice", max_retries=0)
     await mock_llm.script({"content": "Remembered on replica one."})

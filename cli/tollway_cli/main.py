@@ -6,6 +6,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tollway_dataplane.redisconn import RedisOptions
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -36,6 +40,11 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print("tollway run: give --crs DIR, --config FILE or --kube-configmap NAMESPACE/NAME", file=sys.stderr)
         return 2
+    try:
+        redis = _redis_options(args)
+    except (OSError, ValueError) as exc:
+        print(f"tollway run: {exc}", file=sys.stderr)
+        return 2
     options = ServerOptions(
         host=args.host,
         port=args.port,
@@ -43,8 +52,7 @@ def _run(args: argparse.Namespace) -> int:
         reload_interval=args.reload_interval,
         drain_delay=args.drain_delay,
         grace_period=args.grace_period,
-        redis_url=args.redis_url,
-        redis_password=_redis_password(args.redis_password_file),
+        redis=redis,
         consumer_label=args.metrics_consumer_label,
         log_text=args.log_prompts,
         log_text_limit=args.log_text_limit,
@@ -71,6 +79,37 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _redis_options(args: argparse.Namespace) -> RedisOptions | None:
+    """Shared state from the --redis-* flags: a URL (redis://, rediss://, redis+sentinel://), or sentinels."""
+    from tollway_dataplane.redisconn import options_from_url, parse_sentinels
+
+    if not args.redis_url and not args.redis_sentinel:
+        return None
+    settings: dict[str, object] = {
+        "username": args.redis_username,
+        "password": _redis_password(args.redis_password_file),
+        "ca_file": args.redis_ca_file,
+        "client_cert": args.redis_client_cert,
+        "client_key": args.redis_client_key,
+        "cluster": args.redis_cluster,
+        "timeout": args.redis_timeout,
+        "connect_timeout": args.redis_timeout,
+    }
+    if args.redis_sentinel:
+        if not args.redis_sentinel_master:
+            raise ValueError("--redis-sentinel needs --redis-sentinel-master NAME")
+        settings |= {"sentinels": parse_sentinels(args.redis_sentinel), "sentinel_master": args.redis_sentinel_master}
+    if bool(args.redis_client_cert) != bool(args.redis_client_key):
+        raise ValueError("--redis-client-cert and --redis-client-key go together")
+    options = options_from_url(args.redis_url or "redis://", **{k: v for k, v in settings.items() if v is not None})
+    if options.cluster and options.sentinels:
+        raise ValueError("--redis-cluster and Sentinel are different topologies; give one")
+    for path in (options.ca_file, options.client_cert, options.client_key):
+        if path is not None:
+            Path(path).read_bytes()  # fail at start-up, with the path, rather than on the first request
+    return options
 
 
 def _redis_password(path: str | None) -> str | None:
@@ -145,14 +184,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reload-interval", type=float, default=0.5, help="seconds between config change checks")
     run.add_argument("--drain-delay", type=float, default=2.0, help="seconds not-ready before closing the listener")
     run.add_argument("--grace-period", type=float, default=60.0, help="seconds in-flight requests may take on stop")
-    run.add_argument(
+    redis = run.add_argument_group("shared state in Redis (default: in-process, one replica)")
+    redis.add_argument(
         "--redis-url",
         default=os.environ.get("TOLLWAY_REDIS_URL"),
-        help="redis://host:port/db for limits shared by every replica (default: in-process)",
+        help="redis://[user@]host:port/db, rediss:// (TLS) or redis+sentinel://H:P,H:P/MASTER/db",
     )
-    run.add_argument(
+    redis.add_argument("--redis-username", metavar="USER", help="ACL user (or in the URL)")
+    redis.add_argument(
         "--redis-password-file", metavar="FILE", help="file holding the Redis password (or set TOLLWAY_REDIS_PASSWORD)"
     )
+    redis.add_argument("--redis-ca-file", metavar="PEM", help="rediss://: CA that signed the server certificate")
+    redis.add_argument("--redis-client-cert", metavar="PEM", help="rediss://: client certificate")
+    redis.add_argument("--redis-client-key", metavar="PEM", help="rediss://: the client certificate's key")
+    redis.add_argument(
+        "--redis-sentinel", metavar="HOST:PORT,...", help="Sentinel mode: the sentinels (the URL gives scheme and db)"
+    )
+    redis.add_argument("--redis-sentinel-master", metavar="NAME", help="Sentinel mode: the monitored master's name")
+    redis.add_argument("--redis-cluster", action="store_true", help="Redis Cluster: the URL names any one node")
+    redis.add_argument("--redis-timeout", type=float, default=0.5, help="seconds a Redis call may take (%(default)s)")
     run.add_argument(
         "--metrics-consumer-label",
         default="on",

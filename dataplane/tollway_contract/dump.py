@@ -198,7 +198,9 @@ def _consumer(c: Consumer) -> dict[str, Any]:
 
 
 def _limit(lim: Limit) -> dict[str, Any]:
-    return _drop_none({"tokens": lim.tokens, "requests": lim.requests, "count": lim.count, "window": lim.window})
+    return _drop_none(
+        {"tokens": lim.tokens, "requests": lim.requests, "usd": lim.usd, "count": lim.count, "window": lim.window}
+    )
 
 
 def _rate_limit(rl: RateLimit) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from .model import (
     Settings,
     Timeouts,
 )
+from .prices import MAX_USD, unpriced
 from .reader import ConfigError, FieldReader
 from .reader import join_path as _join
 from .references import RENDERED, Resolver
@@ -287,12 +288,20 @@ def _limit(r: FieldReader, data: dict[str, Any], path: str) -> Limit | None:
         r.fail(_join(path, "window"), "is required")
     tokens = r.int_(data, "tokens", path, None, minimum=1)
     requests = r.int_(data, "requests", path, None, minimum=1)
-    if (tokens is None) == (requests is None):
-        r.fail(path, "must set exactly one of tokens or requests")
+    usd = data.get("usd")
+    if usd is not None and (isinstance(usd, bool) or not isinstance(usd, int | float) or not 0 < usd <= MAX_USD):
+        r.fail(_join(path, "usd"), f"must be a number of US dollars above 0 and at most {MAX_USD:g}, got {usd!r}")
+        usd = None
+    if sum(x is not None for x in (tokens, requests, data.get("usd"))) != 1:
+        r.fail(path, "must set exactly one of tokens, requests or usd")
     if window is None:
         return None
     return Limit(
-        window=window, tokens=tokens, requests=requests, count=r.enum(data, "count", path, LIMIT_COUNTS, "total")
+        window=window,
+        tokens=tokens,
+        requests=requests,
+        usd=float(usd) if usd is not None else None,
+        count=r.enum(data, "count", path, LIMIT_COUNTS, "total"),
     )
 
 
@@ -348,6 +357,15 @@ def _check_references(r: FieldReader, config: GatewayConfig) -> None:
                 for k, backend in enumerate(getattr(rule, group)):
                     if backend.pool not in pools:
                         r.fail(f"routes[{i}].rules[{j}].{group}[{k}].pool", f"unknown pool {backend.pool!r}")
+    by_name = {p.name: p for p in config.pools}
+    routes = {route.name: route for route in config.routes}
+    for i, rate_limit in enumerate(config.rate_limits):
+        if not rate_limit.has_usd:
+            continue
+        for name in rate_limit.routes:
+            if name in routes:
+                for problem in unpriced(routes[name], by_name):
+                    r.fail(f"rateLimits[{i}]", f"has a usd limit, but {problem}")
 
 
 def config_from_dict(data: Any) -> GatewayConfig:

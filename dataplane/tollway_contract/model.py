@@ -31,6 +31,7 @@ GUARDRAIL_SCOPES = ("system", "user", "assistant", "tool")  # which of the calle
 DEFAULT_GUARDRAIL_MESSAGE = "This request was blocked by the content policy."
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_LIMIT_MESSAGE = "Rate limit exceeded, please try again later."
+USD_UNITS = 1_000_000  # money budgets are counted in micro-dollars: integers, as GCRA needs
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,10 +267,23 @@ class Consumer:
 
 @dataclass(frozen=True, slots=True)
 class Limit:
+    """One budget per window: exactly one of tokens, requests or usd (US dollars, priced by the serving
+    pool's `pricing`; the limiter counts it in integer micro-dollars)."""
+
     window: float
     tokens: int | None = None
     requests: int | None = None
     count: str = "total"  # which tokens a token limit counts: total | input | output
+    usd: float | None = None
+
+    @property
+    def amount(self) -> int:
+        """The budget in the limiter's integer units: tokens, requests or micro-dollars."""
+        if self.usd is not None:
+            return max(1, round(self.usd * USD_UNITS))
+        value = self.tokens if self.tokens is not None else self.requests
+        assert value is not None
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +302,11 @@ class RateLimit:
     message: str = DEFAULT_LIMIT_MESSAGE
     failure_policy: str = "open"
     default_max_tokens: int = 1024
+
+    @property
+    def has_usd(self) -> bool:
+        """Whether any of its limits (overrides included) is a money budget, which needs prices."""
+        return any(lim.usd is not None for lim in (*self.limits, *(x for o in self.overrides for x in o.limits)))
 
 
 @dataclass(frozen=True, slots=True)

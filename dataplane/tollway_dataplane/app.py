@@ -129,6 +129,7 @@ class Gateway:
         await self.limiter.drain()
         await self.limiter.backend.close()
         await self.responses.close()
+        await self.cache_store.close()
         if self._session is not None:
             await self._session.close()
 
@@ -185,8 +186,11 @@ class Gateway:
             if ctx.usage is not None and ctx.price is not None:
                 ctx.cost = cost_usd(ctx.usage, ctx.price)
             if ctx.reservation is not None:
-                # Tokens are charged as a provider billed them: nothing for an answer no provider made.
-                self.limiter.settle_soon(ctx.reservation, ctx.usage if ctx.billed else None)
+                # Tokens and money are charged as a provider billed them: nothing for an answer no provider made.
+                if ctx.billed:
+                    self.limiter.settle_soon(ctx.reservation, ctx.usage, ctx.cost)
+                else:
+                    self.limiter.settle_soon(ctx.reservation, None, None)
             metrics.observe(ctx)
             accesslog.write(ctx, self.capture_limit)
 
@@ -256,6 +260,7 @@ class Gateway:
                 inbound_headers.TextHeaders(request.headers),
                 call.body,
                 generates=endpoint != EMBEDDINGS,
+                price=snapshot.price_ceiling(match.rule, call.model),
             )
             ctx.reservation = await self.limiter.reserve(limits, facts)
             ctx.response_headers = ctx.reservation.headers

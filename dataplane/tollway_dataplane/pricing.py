@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
+import math
 
-from tollway_contract.model import Price
+from tollway_contract.model import USD_UNITS, Price
+from tollway_contract.prices import price_for
 
 from .usage import Usage
 
-
-def price_for(pricing: tuple[Price, ...], model: str) -> Price | None:
-    for price in pricing:
-        if price.model == model or fnmatchcase(model, price.model):
-            return price
-    return None
+__all__ = ["cost_usd", "micro_usd", "price_for", "reserve_micro_usd"]
 
 
 def cost_usd(usage: Usage, price: Price) -> float:
@@ -22,3 +18,14 @@ def cost_usd(usage: Usage, price: Price) -> float:
     return (
         (usage.input_tokens - cached) * price.input + cached * cached_price + usage.output_tokens * price.output
     ) / 1e6
+
+
+def micro_usd(usd: float) -> int:
+    """Dollars as the limiter's integer micro-dollars, rounded up (a budget is never undercharged); the small
+    tolerance keeps float noise (3.0000000001) from adding a unit."""
+    return max(0, math.ceil(usd * USD_UNITS - 1e-6))
+
+
+def reserve_micro_usd(input_tokens: int, output_tokens: int, ceiling: Price) -> int:
+    """The estimate's cost at the ceiling price: every input token at the dearest input price."""
+    return micro_usd((max(0, input_tokens) * ceiling.input + max(0, output_tokens) * ceiling.output) / 1e6)

@@ -17,8 +17,10 @@ from . import accesslog, front_door, metrics
 from .app import Gateway
 from .caller.responses_store import DEFAULT_TTL, MemoryResponseStore, RedisResponseStore, ResponseStore
 from .ratelimit.backends import LimitBackend, MemoryBackend, RedisBackend
+from .redisconn import RedisClient, RedisOptions, connect
 from .sources import ConfigSource, Reloader
-from .stages.cache.store import MemoryStore
+from .stages.cache.redis_store import RedisStore
+from .stages.cache.store import CacheStore, MemoryStore
 
 log = logging.getLogger("tollway.server")
 
@@ -31,8 +33,7 @@ class ServerOptions:
     reload_interval: float = 0.5
     drain_delay: float = 2.0  # readiness false before the listener closes, so load balancers stop sending
     grace_period: float = 60.0  # how long in-flight requests and streams may take to finish
-    redis_url: str | None = None  # shared limit state; without it, in-process
-    redis_password: str | None = None
+    redis: RedisOptions | None = None  # shared limit state on any Redis topology; without it, in-process
     consumer_label: str = "on"  # on | off | cap:N: cardinality guard for the metrics' consumer label
     log_text: bool = False  # prompts and completions in the access log (redacted and truncated)
     log_text_limit: int = 2000
@@ -56,13 +57,16 @@ class RunningGateway:
     def __init__(self, source: ConfigSource, options: ServerOptions):
         self.options = options
         metrics.consumer_label.set_mode(options.consumer_label)
+        # One Redis client (and its connection pool) for everything kept in Redis: limits, cache, responses.
+        redis = connect(options.redis) if options.redis is not None else None
+        self._redis = redis
         self.gateway = Gateway(
-            _limit_backend(options),
+            _limit_backend(options, redis),
             capture_text=options.log_text,
             capture_limit=options.log_text_limit,
             max_body_bytes=options.max_body_bytes,
-            cache_store=MemoryStore(options.cache_max_bytes),
-            responses=_responses_store(options),
+            cache_store=_cache_store(options, redis),
+            responses=_responses_store(options, redis),
         )
         self.reloader = Reloader(self.gateway, source, options.reload_interval)
         self._runner = front_door.runner(self.gateway.make_app(), access_log=None)
@@ -112,23 +116,29 @@ class RunningGateway:
         await self._runner.cleanup()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
+        if self._redis is not None:
+            await self._redis.aclose()
 
 
-def _limit_backend(options: ServerOptions) -> LimitBackend:
-    if options.redis_url:
-        return RedisBackend(options.redis_url, password=options.redis_password)
+def _limit_backend(options: ServerOptions, redis: RedisClient | None) -> LimitBackend:
+    if options.redis is not None:
+        return RedisBackend(options.redis, client=redis)
     return MemoryBackend()
 
 
-def _responses_store(options: ServerOptions) -> ResponseStore:
+def _responses_store(options: ServerOptions, redis: RedisClient | None) -> ResponseStore:
     """Stored responses live where the limits do: Redis when the gateway has one (any replica continues any
-    conversation), in-process otherwise."""
-    if options.redis_url:
-        import redis.asyncio
-
-        client = redis.asyncio.Redis.from_url(options.redis_url, password=options.redis_password)
-        return RedisResponseStore(client, ttl=options.responses_ttl)
+    conversation), this process otherwise."""
+    if redis is not None:
+        return RedisResponseStore(redis, ttl=options.responses_ttl)
     return MemoryResponseStore(ttl=options.responses_ttl)
+
+
+def _cache_store(options: ServerOptions, redis: RedisClient | None) -> CacheStore:
+    """The response cache in Redis when the gateway has one (replicas share entries), else a bounded LRU here."""
+    if redis is not None and options.redis is not None:
+        return RedisStore(redis, block_ms=max(50, int(options.redis.timeout * 600)))
+    return MemoryStore(options.cache_max_bytes)
 
 
 def _bound_port(runner: web.AppRunner) -> int:
@@ -156,6 +166,7 @@ async def serve(source: ConfigSource, options: ServerOptions) -> int:
             "url": f"http://{options.host}:{running.port}",
             "metrics_port": running.metrics_port,
             "config_source": source.describe(),
+            "limit_state": options.redis.describe() if options.redis is not None else "in-process",
         },
     )
     stop = asyncio.Event()

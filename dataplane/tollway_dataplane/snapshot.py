@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tollway_contract.model import GatewayConfig, RateLimit, Rule, SecretsConfig
+from tollway_contract.model import GatewayConfig, Price, RateLimit, Rule, SecretsConfig
+from tollway_contract.prices import ceiling
 
 from .auth import Authenticator
 from .pools import KeyStateRegistry, PoolRuntime
@@ -39,6 +40,7 @@ class Snapshot:
     pipelines: dict[int, Pipeline] = field(default_factory=dict)  # by id() of the rule: only rules with stages
     loaded_at: float = field(default_factory=time.time)
     warnings: tuple[str, ...] = ()
+    _ceilings: dict[tuple[int, str], Price | None] = field(default_factory=dict)
 
     @property
     def hash(self) -> str:
@@ -47,6 +49,16 @@ class Snapshot:
     def pipeline(self, rule: Rule) -> Pipeline | None:
         """The rule's stages (built once per snapshot), or None: the request then skips the pipeline."""
         return self.pipelines.get(id(rule)) if self.pipelines else None
+
+    def price_ceiling(self, rule: Rule, model: str) -> Price | None:
+        """The dearest price among the backends and fallbacks a request for `model` on `rule` may reach, for
+        money budgets. Computed once per rule and model for the life of this snapshot."""
+        slot = (id(rule), model)  # rules live as long as the snapshot, so their ids are stable keys
+        if slot not in self._ceilings:
+            if len(self._ceilings) > 10_000:
+                self._ceilings.clear()  # requested names on glob rules are the caller's choice: stay bounded
+            self._ceilings[slot] = ceiling(rule, model, {name: p.config for name, p in self.pools.items()})
+        return self._ceilings[slot]
 
     @classmethod
     def build(

@@ -21,7 +21,7 @@ from .resources.common import API_VERSION, GROUP, KINDS, CRDoc
 from .resources.consumer import CredentialRequest, compile_consumer
 from .resources.providerkeypool import compile_pool
 from .resources.secret import SecretStore
-from .resources.tokenratelimit import compile_rate_limit
+from .resources.tokenratelimit import check_prices, compile_rate_limit
 from .status import ObjectRef, ObjectStatus
 
 
@@ -95,10 +95,14 @@ def compile_crs(documents: Iterable[dict[str, Any]]) -> CompileResult:
     _report_shadowed_models(routes, statuses)
 
     rate_limits: list[RateLimit] = []
+    routes_by_name = {r.name: r for r in routes}
+    pools_by_name = {p.name: p for p in pools}
     for doc in _unique(by_kind["TokenRateLimit"], statuses):
         in_namespace = [r.name for r in routes if r.name.startswith(f"{doc.namespace}/")]
         limit = compile_rate_limit(doc, in_namespace, statuses[doc.ref])
-        if limit is not None:
+        problems = check_prices(limit, routes_by_name, pools_by_name) if limit is not None else []
+        statuses[doc.ref].invalid.extend(problems)
+        if limit is not None and not problems:
             rate_limits.append(limit)
 
     config = GatewayConfig(

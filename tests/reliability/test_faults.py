@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from conftest import GatewayFactory, GatewayHandle, MockLLM, RedisServer, read_sse, spawn_gateway, write_crs
 from harness import figures
+from tollway_dataplane.redisconn import options_from_url
 
 CHAT = "/v1/chat/completions"
 # A guard against a test hanging for good (not a timing assert): far beyond every timeout configured here.
@@ -278,7 +279,7 @@ async def limiting_resumes(handle: GatewayHandle) -> None:
 async def test_redis_killed_or_frozen_keeps_the_failure_policy(
     make_gateway: GatewayFactory, mock_llm: MockLLM, redis_server: RedisServer, policy: str, fault: str
 ) -> None:
-    handle = await make_gateway(limited(mock_llm.url, policy), redis_url=redis_server.url)
+    handle = await make_gateway(limited(mock_llm.url, policy), redis=options_from_url(redis_server.url))
     assert await statuses(handle, 4) == [200, 200, 200, 429]
     process = redis_server.process
     assert process is not None

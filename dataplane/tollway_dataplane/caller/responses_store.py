@@ -167,7 +167,7 @@ class RedisResponseStore:
             raise _unavailable(exc) from None
 
     async def close(self) -> None:
-        await self.client.aclose()
+        return None  # the client is the gateway's, shared with the limits and the cache: its owner closes it
 
 
 def _unavailable(exc: Exception) -> GatewayError:

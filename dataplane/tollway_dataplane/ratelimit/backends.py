@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
+from string import Template
 from typing import Any, Protocol
 
-from .gcra import Decision, LimitSpec, LimitState, decide, settle
-from .resp import RedisError, RespClient
+from redis.exceptions import RedisError
+
+from ..redisconn import Outage, RedisClient, RedisOptions, TurnPipeline, Unavailable, connect, reconnector
+from .gcra import MAX_AHEAD, MAX_UNITS, Decision, LimitSpec, LimitState, clamp_cost, decide, settle
 
 log = logging.getLogger("tollway.ratelimit")
 
 
 class BackendUnavailable(Exception):
     """The shared state cannot be reached; the limit's failurePolicy decides what happens."""
+
+
+class ScriptFailed(Exception):
+    """The state store refused one call (an error reply). Only that request is affected: not an outage."""
 
 
 class LimitBackend(Protocol):
@@ -64,21 +71,33 @@ class MemoryBackend:
         return None
 
 
-# KEYS: one per limit. ARGV: n, then per limit: period, window, cost. All keys of one call share a hash tag,
-# so this works on Redis Cluster. Returns {allowed, retry_after_ms, remaining_1, reset_ms_1, ...}.
-RESERVE_LUA = """
+def _bounded(script: str) -> str:
+    """The script with gcra.py's bounds written in, so Lua and Python clamp alike."""
+    return Template(script).substitute(max_ahead=repr(MAX_AHEAD), max_units=repr(MAX_UNITS))
+
+
+# KEYS: one per limit. ARGV: n, then per limit: amount, window, cost. All keys of one call share a hash tag, so
+# they live in one Redis Cluster slot and the decision stays atomic there. Returns {allowed, retry_after_ms,
+# remaining_1, reset_ms_1, ...}. The bounds repeat gcra.py's (clamp_cost, MAX_AHEAD), so no argument and no
+# stored value can make a command fail: a stored value that is not a number counts as an empty budget.
+RESERVE_LUA = _bounded("""
+local MAX_AHEAD = $max_ahead
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local n = tonumber(ARGV[1])
-local tats, news = {}, {}
+local tats, news, periods, windows = {}, {}, {}, {}
 local retry = 0
 for i = 1, n do
-  local period = tonumber(ARGV[2 + (i - 1) * 3])
+  local amount = tonumber(ARGV[2 + (i - 1) * 3])
   local window = tonumber(ARGV[3 + (i - 1) * 3])
   local cost = tonumber(ARGV[4 + (i - 1) * 3])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local period = window / amount
+  if cost < 0 then cost = 0 end
+  if cost > amount then cost = amount end
+  local tat = tonumber(redis.call('GET', KEYS[i])) or 0
   if tat < now then tat = now end
-  tats[i] = tat
+  if tat > now + MAX_AHEAD then tat = now + MAX_AHEAD end
+  tats[i], periods[i], windows[i] = tat, period, window
   news[i] = tat + cost * period
   if news[i] - now > window + 1e-9 then
     retry = math.max(retry, news[i] - now - window)
@@ -86,8 +105,7 @@ for i = 1, n do
 end
 local out = {retry == 0 and 1 or 0, math.ceil(retry * 1000)}
 for i = 1, n do
-  local period = tonumber(ARGV[2 + (i - 1) * 3])
-  local window = tonumber(ARGV[3 + (i - 1) * 3])
+  local period, window = periods[i], windows[i]
   local tat = tats[i]
   if retry == 0 then
     tat = news[i]
@@ -99,18 +117,22 @@ for i = 1, n do
   out[#out + 1] = math.ceil((tat - now) * 1000)
 end
 return out
-"""
+""")
 
-# KEYS: one per limit. ARGV: per limit: delta units, period.
-ADJUST_LUA = """
+# KEYS: one per limit. ARGV: per limit: delta units, period. Bounded as gcra.settle is.
+ADJUST_LUA = _bounded("""
+local MAX_AHEAD, MAX_UNITS = $max_ahead, $max_units
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 for i = 1, #KEYS do
   local delta = tonumber(ARGV[1 + (i - 1) * 2])
   local period = tonumber(ARGV[2 + (i - 1) * 2])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if delta > MAX_UNITS then delta = MAX_UNITS end
+  if delta < -MAX_UNITS then delta = -MAX_UNITS end
+  local tat = tonumber(redis.call('GET', KEYS[i])) or 0
   if tat < now then tat = now end
   tat = tat + delta * period
+  if tat > now + MAX_AHEAD then tat = now + MAX_AHEAD end
   if tat <= now then
     redis.call('DEL', KEYS[i])
   else
@@ -118,59 +140,43 @@ for i = 1, #KEYS do
   end
 end
 return 1
-"""
-
-
-RESERVE_SHA = hashlib.sha1(RESERVE_LUA.encode()).hexdigest()
-ADJUST_SHA = hashlib.sha1(ADJUST_LUA.encode()).hexdigest()
+""")
 
 
 class RedisBackend:
-    """One round trip per decision: a Lua script loaded once, then called by its SHA on a pipelined connection.
+    """One round trip per decision: a Lua script loaded once, then called by its SHA through redis-py, on any
+    topology `redisconn` can reach (a server, TLS, Sentinel, Cluster).
 
-    A short timeout bounds every call; after a failure the backend answers "unavailable" at once for a moment
-    instead of making each request wait, and the outage and the recovery are logged once each.
+    Outages (unreachable, timeout, failover in progress) raise BackendUnavailable and the limit's failurePolicy
+    decides; the shared `Outage` guard lets one call at a time probe a server that is down and answers the
+    others at once instead of making each request wait. An error reply caused by one call's data raises
+    ScriptFailed: that request's problem, never an outage.
     """
 
-    def __init__(self, url: str, password: str | None = None, timeout: float = 0.5, retry_interval: float = 1.0):
-        self._client = RespClient(url, password=password, timeout=timeout)
-        self._retry_interval = retry_interval
-        self._down_since: float | None = None
-        self._retry_at = 0.0
+    def __init__(self, options: RedisOptions, retry_interval: float = 0.1, client: RedisClient | None = None):
+        self.options = options
+        self._owns_client = client is None
+        self._client = client if client is not None else connect(options)  # else the gateway's shared client
+        self._outage = Outage("rate limits", retry_interval, reconnect=reconnector(self._client))
+        self._pipeline = TurnPipeline(self._client, self._outage)  # decisions of one loop turn leave together
+        self._reserve = self._pipeline.script(RESERVE_LUA)
+        self._adjust = self._pipeline.script(ADJUST_LUA)
 
-    async def _script(self, script: str, sha: str, keys: list[str], args: list[object]) -> Any:
-        now = time.monotonic()
-        if self._down_since is not None and now < self._retry_at:
-            raise BackendUnavailable("redis is unavailable")
+    async def _run(
+        self, script: Callable[[list[str], list[Any]], Awaitable[Any]], keys: list[str], args: list[Any]
+    ) -> Any:
         try:
-            try:
-                result = await self._client.execute("EVALSHA", sha, len(keys), *keys, *args)  # type: ignore[arg-type]
-            except RedisError as exc:
-                if not str(exc).startswith("NOSCRIPT"):
-                    raise
-                await self._client.execute("SCRIPT", "LOAD", script)  # first use, or Redis restarted
-                result = await self._client.execute("EVALSHA", sha, len(keys), *keys, *args)  # type: ignore[arg-type]
-        except (RedisError, OSError, TimeoutError) as exc:
-            if self._down_since is None:
-                self._down_since = now
-                log.error(
-                    "redis unavailable; limits follow their failurePolicy until it returns",
-                    extra={"error": f"{type(exc).__name__}: {exc}"},
-                )
-            self._retry_at = now + self._retry_interval
+            return await script(keys, args)
+        except Unavailable as exc:
             raise BackendUnavailable(str(exc)) from None
-        if self._down_since is not None:
-            log.warning(
-                "redis reachable again; limiting resumed", extra={"outage_seconds": round(now - self._down_since, 3)}
-            )
-            self._down_since = None
-        return result
+        except RedisError as exc:
+            raise ScriptFailed(f"{type(exc).__name__}: {exc}") from None
 
     async def reserve(self, specs: tuple[LimitSpec, ...]) -> Decision:
         args: list[object] = [len(specs)]
         for spec in specs:
-            args += [repr(spec.period), repr(spec.window), spec.cost]
-        values = await self._script(RESERVE_LUA, RESERVE_SHA, [s.key for s in specs], args)
+            args += [spec.amount, repr(spec.window), clamp_cost(spec.cost, spec.amount)]
+        values = await self._run(self._reserve, [s.key for s in specs], args)
         states = tuple(
             LimitState(remaining=values[2 + 2 * i], reset=values[3 + 2 * i] / 1000) for i in range(len(specs))
         )
@@ -179,11 +185,13 @@ class RedisBackend:
     async def adjust(self, adjustments: list[tuple[str, int, float]]) -> None:
         args: list[object] = []
         for _, delta, period in adjustments:
-            args += [delta, repr(period)]
-        await self._script(ADJUST_LUA, ADJUST_SHA, [key for key, _, _ in adjustments], args)
+            args += [min(max(delta, -MAX_UNITS), MAX_UNITS), repr(period)]
+        await self._run(self._adjust, [key for key, _, _ in adjustments], args)
 
     async def close(self) -> None:
-        await self._client.close()
+        await self._pipeline.drain()
+        if self._owns_client:
+            await self._client.aclose()
 
 
 def ceil_seconds(seconds: float) -> int:

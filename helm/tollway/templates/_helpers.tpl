@@ -46,6 +46,7 @@ capabilities:
 
 {{- define "tollway.redisURL" -}}
 {{- if eq .Values.redis.mode "builtin" -}}redis://{{ include "tollway.fullname" . }}-redis:6379/0
+{{- else if and (eq .Values.redis.mode "external") (eq .Values.redis.external.topology "sentinel") -}}{{ .Values.redis.external.url | default "redis://" }}
 {{- else if eq .Values.redis.mode "external" -}}{{ required "redis.external.url is required when redis.mode is external" .Values.redis.external.url }}
 {{- end -}}
 {{- end -}}

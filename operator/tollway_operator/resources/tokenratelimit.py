@@ -1,9 +1,9 @@
-"""TokenRateLimit: token and request budgets per consumer, key, route, model, source IP or header."""
+"""TokenRateLimit: token, request and money (USD) budgets per consumer, key, route, model, source IP or header."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from tollway_contract.model import (
@@ -12,8 +12,11 @@ from tollway_contract.model import (
     LIMIT_COUNTS,
     Limit,
     LimitOverride,
+    Pool,
     RateLimit,
+    Route,
 )
+from tollway_contract.prices import MAX_USD, unpriced
 
 from ..status import ObjectStatus
 from .common import CRDoc, SpecReader, spec_of
@@ -94,12 +97,37 @@ def _limits(r: SpecReader, value: Any, path: str) -> tuple[Limit, ...]:
             r.fail(f"{item_path}.window", "is required")
         tokens = r.int_(data, "tokens", item_path, None, minimum=1)
         requests = r.int_(data, "requests", item_path, None, minimum=1)
-        if ("tokens" in data) == ("requests" in data):
-            r.fail(item_path, "must set exactly one of tokens or requests")
+        usd = _usd(r, data, item_path)
+        if sum(k in data for k in ("tokens", "requests", "usd")) != 1:
+            r.fail(item_path, "must set exactly one of tokens, requests or usd")
         count = r.enum(data, "count", item_path, LIMIT_COUNTS, "total")
-        if window is not None and (tokens is not None or requests is not None):
-            out.append(Limit(window=window, tokens=tokens, requests=requests, count=count))
+        if count != "total" and "tokens" not in data:
+            r.fail(f"{item_path}.count", "applies to token limits only")
+        if window is not None and (tokens is not None or requests is not None or usd is not None):
+            out.append(Limit(window=window, tokens=tokens, requests=requests, usd=usd, count=count))
     return tuple(out)
+
+
+def _usd(r: SpecReader, data: dict[str, Any], path: str) -> float | None:
+    value = data.get("usd")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_USD:
+        r.fail(f"{path}.usd", f"must be a number of US dollars above 0 and at most {MAX_USD:g}, got {value!r}")
+        return None
+    return float(value)
+
+
+def check_prices(rate_limit: RateLimit, routes: Mapping[str, Route], pools: Mapping[str, Pool]) -> list[str]:
+    """A money budget needs a price for every model its routes may serve: one problem per unpriced model."""
+    if not rate_limit.has_usd:
+        return []
+    return [
+        f"spec.limits: a usd limit needs a price for every model it may serve, but {problem}"
+        for name in rate_limit.routes
+        if name in routes
+        for problem in unpriced(routes[name], pools)
+    ]
 
 
 def _targets(
@@ -125,7 +153,9 @@ def _targets(
 
 def _describe(limit: Limit) -> str:
     window = f"{limit.window:g}s"
-    if limit.tokens is not None:
+    if limit.usd is not None:
+        what = f"${limit.usd:g}"
+    elif limit.tokens is not None:
         what = f"{limit.tokens} tokens" if limit.count == "total" else f"{limit.tokens} {limit.count} tokens"
     else:
         what = f"{limit.requests} requests"
