@@ -23,6 +23,11 @@ from .model import (
     PROVIDERS,
     RETRY_CONDITIONS,
     SCHEMA_VERSION,
+    SEARCH_CITATIONS,
+    SEARCH_ENGINES,
+    SEARCH_KEYED_ENGINES,
+    SEARCH_MODES,
+    SEARCH_TEMPLATE_VARIABLES,
     SELECTIONS,
     Access,
     Backend,
@@ -41,10 +46,14 @@ from .model import (
     Retry,
     Route,
     Rule,
+    SearchEngine,
+    SearchRewrite,
+    SecretRef,
     SecretsConfig,
     SemanticCache,
     Settings,
     Timeouts,
+    WebSearch,
 )
 from .reader import ConfigError, FieldReader
 from .reader import join_path as _join
@@ -155,6 +164,7 @@ def _rule(r: FieldReader, data: dict[str, Any], path: str) -> Rule | None:
     decorator = data.get("promptDecorator")
     decorator_path = _join(path, "promptDecorator")
     cache = data.get("cache")
+    web_search = data.get("webSearch")
     return Rule(
         models=models,
         backends=backends,
@@ -163,6 +173,7 @@ def _rule(r: FieldReader, data: dict[str, Any], path: str) -> Rule | None:
         timeouts=None if timeouts is None else _timeouts(r, r.obj(timeouts, _join(path, "timeouts")), path),
         prompt_decorator=None if decorator is None else read_prompt_decorator(r, decorator, decorator_path),
         cache=None if cache is None else read_cache(r, cache, _join(path, "cache")),
+        web_search=None if web_search is None else read_web_search(r, web_search, _join(path, "webSearch")),
     )
 
 
@@ -205,6 +216,139 @@ def _semantic_cache(r: FieldReader, data: dict[str, Any], path: str) -> Semantic
         dimensions=dimensions,
         shadow=r.bool_(data, "shadow", path, False),
     )
+
+
+def read_web_search(r: FieldReader, value: Any, path: str) -> WebSearch | None:
+    """A webSearch object (one reader for a rendered config and an AIRoute's spec; they differ only in how
+    engine credentials are written: secret ids in a config, `secretRef` in a spec, which the compiler resolves)."""
+    data = r.obj(value, path)
+    defaults = WebSearch()
+    if isinstance(data.get("enabled"), bool):
+        # YAML 1.1 (kubectl included) reads a bare `off` as false and `on` as true.
+        r.fail(_join(path, "enabled"), "must be a string: YAML reads a bare off as false, so write 'off' (quoted)")
+        enabled = "off"
+    else:
+        enabled = r.enum(data, "enabled", path, SEARCH_MODES, defaults.enabled)
+    engines = r.each(data.get("engines"), _join(path, "engines"), lambda d, p: _search_engine(r, d, p))
+    if not r.items(data.get("engines"), _join(path, "engines")):
+        r.fail(_join(path, "engines"), "must hold at least one engine")
+    seen: set[str] = set()
+    for i, engine in enumerate(engines):
+        if engine.name in seen:
+            r.fail(f"{path}.engines[{i}].name", f"duplicate engine name {engine.name!r} (set name to tell them apart)")
+        seen.add(engine.name)
+    max_results = r.int_(data, "maxResults", path, defaults.max_results, minimum=1)
+    if max_results is not None and max_results > 20:
+        r.fail(_join(path, "maxResults"), f"must be at most 20, got {max_results}")
+    timeout = r.seconds(data, "timeout", path, defaults.timeout)
+    rewrite_data = data.get("rewrite")
+    rewrite = None
+    if rewrite_data is not None:
+        rewrite = _search_rewrite(r, r.obj(rewrite_data, _join(path, "rewrite")), _join(path, "rewrite"))
+    template = r.str_(data, "template", path)
+    if template is not None:
+        try:
+            parse_template(template, SEARCH_TEMPLATE_VARIABLES, headers=False)
+        except TemplateError as exc:
+            r.fail(_join(path, "template"), str(exc))
+            template = None
+        else:
+            if "{results}" not in template:
+                r.fail(_join(path, "template"), "must use {results}, or the model never sees what was found")
+    time_zone = r.str_(data, "timeZone", path)
+    if time_zone is not None and not _known_time_zone(time_zone):
+        r.fail(_join(path, "timeZone"), f"unknown time zone {time_zone!r}; use an IANA name such as Asia/Shanghai")
+        time_zone = None
+    return WebSearch(
+        enabled=enabled,
+        engines=engines,
+        max_results=max_results or defaults.max_results,
+        timeout=timeout or defaults.timeout,
+        rewrite=rewrite,
+        citations=r.enum(data, "citations", path, SEARCH_CITATIONS, defaults.citations),
+        failure_policy=r.enum(data, "failurePolicy", path, FAILURE_POLICIES, defaults.failure_policy),
+        template=template,
+        time_zone=time_zone,
+    )
+
+
+def _known_time_zone(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _search_engine(r: FieldReader, data: dict[str, Any], path: str) -> SearchEngine | None:
+    kind = r.enum(data, "type", path, SEARCH_ENGINES, "")
+    if "type" not in data:
+        return None  # enum() reported it
+    url = r.str_(data, "url", path)
+    if url is not None and not url.startswith(("http://", "https://")):
+        r.fail(_join(path, "url"), f"must start with http:// or https://, got {url!r}")
+    if url is None and kind in ("searxng", "elasticsearch"):
+        r.fail(_join(path, "url"), f"is required for a {kind} engine (it has no public endpoint)")
+    credentials, secret_ref = _search_credentials(r, data.get("credentials"), _join(path, "credentials"), kind)
+    index = r.str_(data, "index", path)
+    if kind == "elasticsearch" and index is None:
+        r.fail(_join(path, "index"), "is required for an elasticsearch engine")
+    title_field = r.str_(data, "titleField", path) or "title"
+    snippet_field = r.str_(data, "snippetField", path) or "content"
+    match_fields = r.strings(data, "matchFields", path) or (title_field, snippet_field)
+    if not kind:
+        return None
+    return SearchEngine(
+        type=kind,
+        name=r.str_(data, "name", path) or kind,
+        url=url.rstrip("/") if url else None,
+        timeout=r.seconds(data, "timeout", path, None),
+        credentials=credentials,
+        secret_ref=secret_ref,
+        index=index,
+        match_fields=match_fields,
+        title_field=title_field,
+        url_field=r.str_(data, "urlField", path),
+        snippet_field=snippet_field,
+    )
+
+
+def _search_credentials(
+    r: FieldReader, value: Any, path: str, kind: str
+) -> tuple[tuple[tuple[str, str], ...], SecretRef | None]:
+    """`{secretRef: {name, key}}` (a spec) or `{apiKey: ID, cx: ID}` (a config: secret ids)."""
+    if value is None:
+        if kind in SEARCH_KEYED_ENGINES:
+            r.fail(path, f"is required for a {kind} engine (an API key in a Secret)")
+        return (), None
+    data = r.obj(value, path)
+    if "secretRef" in data:
+        ref = r.obj(data["secretRef"], _join(path, "secretRef"))
+        name = r.str_(ref, "name", _join(path, "secretRef"), required=True)
+        key = r.str_(ref, "key", _join(path, "secretRef"))
+        return (), SecretRef(name=name, key=key) if name is not None else None
+    ids: dict[str, str] = {}
+    for field, secret_id in data.items():
+        if field not in ("apiKey", "cx") or not isinstance(secret_id, str) or not secret_id:
+            r.fail(_join(path, str(field)), "must be apiKey or cx naming a secret id (or use secretRef in an AIRoute)")
+            continue
+        ids[field] = secret_id
+    needed = ("apiKey", "cx") if kind == "google" else ("apiKey",) if kind in SEARCH_KEYED_ENGINES else ()
+    for field in needed:
+        if field not in ids:
+            r.fail(_join(path, field), f"is required for a {kind} engine")
+    return tuple(sorted(ids.items())), None
+
+
+def _search_rewrite(r: FieldReader, data: dict[str, Any], path: str) -> SearchRewrite | None:
+    pool = r.str_(data, "pool", path, required=True)
+    model = r.str_(data, "model", path, required=True)
+    timeout = r.seconds(data, "timeout", path, 2.0)
+    if pool is None or model is None:
+        return None
+    return SearchRewrite(pool=pool, model=model, timeout=timeout or 2.0)
 
 
 def read_prompt_decorator(r: FieldReader, value: Any, path: str) -> PromptDecorator | None:
@@ -342,6 +486,20 @@ def _check_references(r: FieldReader, config: GatewayConfig) -> None:
             semantic = rule.cache.semantic if rule.cache is not None else None
             if semantic is not None and semantic.pool not in pools:
                 r.fail(f"routes[{i}].rules[{j}].cache.semantic.embedding.pool", f"unknown pool {semantic.pool!r}")
+            search = rule.web_search
+            if search is not None:
+                _check_search_references(r, search, f"routes[{i}].rules[{j}].webSearch", pools)
+
+
+def _check_search_references(r: FieldReader, search: WebSearch, path: str, pools: set[str]) -> None:
+    if search.rewrite is not None and search.rewrite.pool not in pools:
+        r.fail(f"{path}.rewrite.pool", f"unknown pool {search.rewrite.pool!r}")
+    for k, engine in enumerate(search.engines):
+        if engine.secret_ref is not None:
+            r.fail(
+                f"{path}.engines[{k}].credentials.secretRef",
+                "a rendered config names secret ids (credentials: {apiKey: ID}); Secret references are for AIRoutes",
+            )
 
 
 def config_from_dict(data: Any) -> GatewayConfig:

@@ -86,7 +86,7 @@ def compile_crs(documents: Iterable[dict[str, Any]]) -> CompileResult:
     consumer_names = {c.name for c in consumers}
     routes: list[Route] = []
     for doc in _unique(by_kind["AIRoute"], statuses):
-        route = compile_route(doc, pool_names, rejected_pools, consumer_names, statuses[doc.ref])
+        route = compile_route(doc, pool_names, rejected_pools, consumer_names, statuses[doc.ref], secrets, key_values)
         if route is not None:
             routes.append(route)
     _report_shadowed_models(routes, statuses)

@@ -7,16 +7,17 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from tollway_contract.load import read_cache, read_prompt_decorator
-from tollway_contract.model import RETRY_CONDITIONS, Access, Backend, Cache, Retry, Route, Rule
+from tollway_contract.load import read_cache, read_prompt_decorator, read_web_search
+from tollway_contract.model import RETRY_CONDITIONS, Access, Backend, Cache, Retry, Route, Rule, SearchEngine, WebSearch
 
 from ..status import ObjectStatus
 from .common import CRDoc, SpecReader, spec_of
 from .consumer import NAMESPACE_LABEL
 from .providerkeypool import read_timeouts
+from .secret import SecretStore
 
 # Spec fields of later features: accepted by the schema, not yet acted on; say so in the status.
-_RESERVED = ("guardrails", "webSearch")
+_RESERVED = ("guardrails",)
 
 # Stage settings (DESIGN section 7): the spec field, the contract Rule's field, the reader, and what turns
 # same-namespace references (pools) into the config's names. Each applies to every rule of the route; a rule that
@@ -26,12 +27,19 @@ StageReader = Callable[[SpecReader, Any, str], Any]
 
 @dataclass(frozen=True)
 class Refs:
-    """Resolves what a stage's settings reference, recording what does not resolve in the route's status."""
+    """Resolves what a stage's settings reference, recording what does not resolve in the route's status.
+
+    Secret references become ids (`namespace/secret/key`, like pool keys: they name where a value lives, never
+    what it is) and their values are collected in `values`, which the compiler puts in the secrets document
+    when the route is accepted. `path` is the spec field being resolved, so a problem names it."""
 
     doc: CRDoc
     pools: Collection[str]
     rejected_pools: Collection[str]
     status: ObjectStatus
+    secrets: SecretStore = dataclasses.field(default_factory=SecretStore)
+    values: dict[str, str] = dataclasses.field(default_factory=dict)
+    path: str = "spec"
 
     def pool(self, name: str) -> str:
         qualified = self.doc.qualify(name)
@@ -40,6 +48,22 @@ class Refs:
         elif qualified not in self.pools:
             self.status.unresolved.append(f"pool {name!r} not found")
         return qualified
+
+    def secret(self, name: str, key: str, field: str) -> str:
+        """The id of the Secret's data key; its value is recorded when it exists (else the status says why)."""
+        secret_id = f"{self.doc.namespace}/{name}/{key}"
+        data = self.secrets.get(self.doc.qualify(name))
+        where = f"{self.path}.{field}"
+        if data is None:
+            self.status.unresolved.append(f"{where}: secret {name!r} not found")
+        elif key not in data:
+            self.status.unresolved.append(f"{where}: secret {name!r} has no key {key!r}")
+        elif not data[key].strip():
+            self.status.unresolved.append(f"{where}: secret {name!r} key {key!r} is empty")
+        else:
+            self.status.unresolved.extend(self.secrets.problems.get(self.doc.qualify(name), []))
+            self.values[secret_id] = data[key].strip()
+        return secret_id
 
 
 def _no_refs(value: Any, refs: Refs) -> Any:
@@ -52,9 +76,29 @@ def _cache_refs(cache: Cache, refs: Refs) -> Cache:
     return dataclasses.replace(cache, semantic=dataclasses.replace(cache.semantic, pool=refs.pool(cache.semantic.pool)))
 
 
+def _web_search_refs(search: WebSearch, refs: Refs) -> WebSearch:
+    rewrite = search.rewrite
+    if rewrite is not None:
+        rewrite = dataclasses.replace(rewrite, pool=refs.pool(rewrite.pool))
+    engines = tuple(_engine_refs(engine, i, refs) for i, engine in enumerate(search.engines))
+    return dataclasses.replace(search, rewrite=rewrite, engines=engines)
+
+
+def _engine_refs(engine: SearchEngine, index: int, refs: Refs) -> SearchEngine:
+    ref = engine.secret_ref
+    if ref is None:
+        return engine
+    field = f"engines[{index}].credentials.secretRef"
+    credentials = {"apiKey": refs.secret(ref.name, ref.key or "apiKey", field)}
+    if engine.type == "google":  # the search engine id travels with the key, in the same Secret
+        credentials["cx"] = refs.secret(ref.name, "cx", field)
+    return dataclasses.replace(engine, secret_ref=None, credentials=tuple(sorted(credentials.items())))
+
+
 _STAGE_FIELDS: tuple[tuple[str, str, StageReader, Callable[[Any, Refs], Any]], ...] = (
     ("promptDecorator", "prompt_decorator", read_prompt_decorator, _no_refs),
     ("cache", "cache", read_cache, _cache_refs),
+    ("webSearch", "web_search", read_web_search, _web_search_refs),
 )
 
 
@@ -64,7 +108,11 @@ def compile_route(
     rejected_pools: Collection[str],
     consumers: Collection[str],
     status: ObjectStatus,
+    secrets: SecretStore | None = None,
+    secret_values: dict[str, str] | None = None,
 ) -> Route | None:
+    """The route, or None when it is rejected. The values of the Secrets its stages reference (search engine
+    keys) are added to `secret_values` for an accepted route only."""
     r = SpecReader()
     spec = spec_of(doc, r)
     match = r.obj(spec.get("match"), "spec.match")
@@ -74,7 +122,7 @@ def compile_route(
     rules_data = r.items(spec.get("rules"), "spec.rules")
     if not rules_data:
         r.fail("spec.rules", "must hold at least one rule")
-    refs = Refs(doc, pools, rejected_pools, status)
+    refs = Refs(doc, pools, rejected_pools, status, secrets if secrets is not None else SecretStore())
     route_stages = _stages(r, spec, "spec", refs)
     rules: list[Rule] = []
     first_seen: dict[str, int] = {}
@@ -100,6 +148,8 @@ def compile_route(
     status.invalid.extend(r.problems)  # every field is read above this line
     if status.rejected:
         return None
+    if secret_values is not None:
+        secret_values.update(refs.values)
     return Route(
         name=doc.qualified_name,
         rules=tuple(rules),
@@ -156,7 +206,8 @@ def _stages(r: SpecReader, data: dict[str, Any], path: str, refs: Refs) -> dict[
     for name, attribute, reader, resolve in _STAGE_FIELDS:
         if data.get(name) is not None:
             value = reader(r, data[name], f"{path}.{name}")
-            out[attribute] = resolve(value, refs) if value is not None else None
+            field_refs = dataclasses.replace(refs, path=f"{path}.{name}")  # shares `values` with `refs`
+            out[attribute] = resolve(value, field_refs) if value is not None else None
     return out
 
 
