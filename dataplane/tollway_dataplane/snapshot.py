@@ -69,7 +69,7 @@ class Snapshot:
         registry.forget_except({k.id for p in pools.values() for k in p.keys})
         translators = {name: translator_for(p.config.provider) for name, p in pools.items()}
         models = PoolModels(upstream, pools, translators) if upstream is not None else None
-        services = StageServices(pools=pools, models=models, cache_store=cache_store)
+        services = StageServices(pools=pools, models=models, cache_store=cache_store, http=upstream, secrets=key_values)
         pipelines = {}
         for configured in config.routes:
             for rule in configured.rules:

@@ -31,6 +31,8 @@ from ..call import Call
 from ..pools import PoolRuntime
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from .cache.store import CacheStore
 
 
@@ -122,15 +124,27 @@ class ModelCaller(Protocol):
         ...
 
 
+class HttpClient(Protocol):
+    """Where the process's HTTP session is. The gateway makes the session when it starts, after the first
+    snapshot (and its stages) were built, so stages read `session` per call, never when they are built."""
+
+    @property
+    def session(self) -> aiohttp.ClientSession: ...
+
+
 @dataclass(frozen=True, slots=True)
 class StageServices:
     """What a stage may use when it is built. A stage that calls a model (an embedding, a judge) goes through a
     pool with `models`, so it gets keys, timeouts and cooldowns like any request; `cache_store` is the process's
-    response store (Redis when the gateway has one), shared by every snapshot so entries survive reloads."""
+    response store (Redis when the gateway has one), shared by every snapshot so entries survive reloads.
+    A stage that calls another service (a search engine) uses `http`, and reads the credentials its config
+    names by id from `secrets` (the secrets document, where pool keys come from too)."""
 
     pools: Mapping[str, PoolRuntime] = field(default_factory=dict)
     models: ModelCaller | None = None
     cache_store: CacheStore | None = None
+    http: HttpClient | None = None
+    secrets: Mapping[str, str] = field(default_factory=dict)
 
 
 class Stage(Protocol):
