@@ -11,13 +11,13 @@ from collections.abc import Callable
 
 from tollway_contract.model import Rule
 
-from . import cache, decorator
+from . import cache, decorator, websearch
 from .base import Stage, StageServices
 from .pipeline import Pipeline
 
 Builder = Callable[[Rule, StageServices], Stage | None]
 
-STAGES: tuple[Builder, ...] = (decorator.build, cache.build)
+STAGES: tuple[Builder, ...] = (decorator.build, cache.build, websearch.build)
 
 
 def pipeline_for(rule: Rule, services: StageServices) -> Pipeline | None:
