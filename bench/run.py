@@ -39,6 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # bench/ is a directory of scripts, not a package
+import websearch
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -1250,6 +1251,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
             say(f"[{name}] FAILED: {row['error']}")
         rows.append(row)
     add_deltas(rows)
+    search = web_search_overhead(args.quick)
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -1268,6 +1270,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
         "upstream_capacity": upstream,
         "wall_seconds": wall,
         "timestamp": stamp,
+        "web_search": search,
     }
     result_path.write_text(json.dumps(doc, indent=2) + "\n")
 
@@ -1294,10 +1297,20 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
     for r in rows:
         for note in r.get("notes", []):
             print(f"  {r['name']}: {note}")
+    print("\n" + (websearch.report(search) if "rows" in search else f"web search: FAILED: {search['error']}"))
     png = chart(result_path)
     print(f"\nresults: {result_path.relative_to(REPO)}" + (f", chart: {png.relative_to(REPO)}" if png else ""))
     print(f"wall time: {wall:.0f}s")
     return 0
+
+
+def web_search_overhead(quick: bool) -> dict[str, Any]:
+    """A separate measurement, not a row: what web-search grounding adds over mock engines (bench/websearch.py)."""
+    say("=== web search (mock engines) ===")
+    try:
+        return websearch.measure(300 if quick else 1000, GATEWAY_CORE)
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"[:600]}
 
 
 def run_profile(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
