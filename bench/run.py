@@ -40,6 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import guardrails  # the guardrails' own costs, measured apart from the side-by-side rows
 import peers  # bench/ is a directory of scripts, not a package
+import websearch
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -1386,6 +1387,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
             compared = bench.compare_clients(3 if args.quick else 6)
         except Exception as exc:
             compared = {"error": f"{type(exc).__name__}: {exc}"[:400]}
+    search = web_search_overhead(args.quick)
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -1409,6 +1411,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
         "guardrails": guardrail_figures,
         "wall_seconds": wall,
         "timestamp": stamp,
+        "web_search": search,
     }
     result_path.write_text(json.dumps(doc, indent=2) + "\n")
 
@@ -1438,6 +1441,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
     if "error" not in guardrail_figures:
         print("\n" + guardrails.report(guardrail_figures))
     print_limiter_comparison(rows, decisions, compared)
+    print("\n" + (websearch.report(search) if "rows" in search else f"web search: FAILED: {search['error']}"))
     png = chart(result_path)
     print(f"\nresults: {result_path.relative_to(REPO)}" + (f", chart: {png.relative_to(REPO)}" if png else ""))
     print(f"wall time: {wall:.0f}s")
@@ -1450,6 +1454,15 @@ def guardrail_costs(tmp: Path, quick: bool) -> dict[str, Any]:
         return guardrails.run(tmp, quick, echo=False)
     except Exception as exc:
         say(f"[guardrails] FAILED: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"[:600]}
+
+
+def web_search_overhead(quick: bool) -> dict[str, Any]:
+    """A separate measurement, not a row: what web-search grounding adds over mock engines (bench/websearch.py)."""
+    say("=== web search (mock engines) ===")
+    try:
+        return websearch.measure(300 if quick else 1000, GATEWAY_CORE)
+    except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"[:600]}
 
 

@@ -360,13 +360,22 @@ async def test_two_gateway_processes_share_entries_through_redis(
                     return response.headers["x-tollway-cache"], body["choices"][0]["message"]["content"]
 
             (_, first), (_, second) = processes
+            # The second replica's first lookup starts its index (a scan, then the stream of inserts).
+            assert (await ask_at(second, "Tell me about sourdough bread"))[0] == "miss"
             await mock_llm.script({"content": "Paris."}, path="/chat/completions")
             assert (await ask_at(first, "What is the capital of France?"))[0] == "miss"
-            for _ in range(50):  # the other replica learns the vector from the stream within a moment
-                result = await ask_at(second, "what is the capital of france")
-                if result[0] != "miss":
-                    break
-                await asyncio.sleep(0.1)
+            import redis.asyncio
+
+            client = redis.asyncio.Redis.from_url(redis_server.url)
+            try:
+                for _ in range(100):  # both answers' vectors are in the stream of inserts
+                    if await client.xlen("tollway:cache:vectors") >= 2:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await client.aclose()
+            await asyncio.sleep(1.0)  # the other replica follows the stream with short blocking reads
+            result = await ask_at(second, "what is the capital of france")
             assert result == ("semantic-hit", "Paris.")
             assert await ask_at(second, "What is the capital of France?") == ("hit", "Paris.")
     finally:

@@ -171,9 +171,8 @@ def test_unresolved_references_are_kept_so_the_policy_decides() -> None:
     )
     conditions = route_status(result)
     assert conditions["Accepted"].status == "True" and conditions["ResolvedRefs"].status == "False"
-    assert (
-        "pool 'missing-pool' not found; the checker fails (failurePolicy applies)" in conditions["ResolvedRefs"].message
-    )
+    message = conditions["ResolvedRefs"].message
+    assert "spec.guardrails.checkers[0].pool: pool 'missing-pool' not found; what uses it fails" in message
     assert "secret 'missing-secret' not found" in conditions["ResolvedRefs"].message
     judge, aliyun = result.config.routes[0].rules[0].guardrails.checkers
     assert judge.settings.pool == "default/missing-pool"

@@ -107,6 +107,22 @@ async def test_a_stage_that_changes_the_call_hands_it_to_the_next() -> None:
     assert orjson.loads(final.raw) == final.body  # the bytes forwarded follow the body
 
 
+async def test_a_stage_that_refuses_closes_the_filters_handed_out_before_it() -> None:
+    from tollway_dataplane.errors import GatewayError
+
+    log: list[str] = []
+
+    class Refuse:
+        name = "refuse"
+
+        async def on_request(self, c: Call, ex: Exchange) -> Step:
+            raise GatewayError(503, "no", "refused")
+
+    with pytest.raises(GatewayError):
+        await Pipeline((FakeStage("a", log), Refuse())).run(call(), exchange())
+    assert log == ["request:a", "a:False"]  # a cache leader among them would release its waiters
+
+
 async def test_stream_chain_passes_each_tail_through_the_later_filters() -> None:
     log: list[str] = []
     chain = FilterChain([Tagging(b"1", log), Tagging(b"2", log)], Answer())

@@ -24,9 +24,11 @@ from .model import (
     Route,
     Rule,
     RulesSettings,
+    SearchEngine,
     SecretsConfig,
     Timeouts,
     WebhookSettings,
+    WebSearch,
 )
 
 
@@ -79,6 +81,47 @@ def _rule(r: Rule) -> dict[str, Any]:
             "guardrails": _guardrails(r.guardrails),
             "promptDecorator": _prompt_decorator(r.prompt_decorator),
             "cache": _cache(r.cache),
+            "webSearch": _web_search(r.web_search),
+        }
+    )
+
+
+def _web_search(w: WebSearch | None) -> dict[str, Any] | None:
+    if w is None:
+        return None
+    rewrite = w.rewrite
+    return _drop_none(
+        {
+            "enabled": w.enabled,
+            "engines": [_search_engine(e) for e in w.engines],
+            "maxResults": w.max_results,
+            "timeout": w.timeout,
+            "rewrite": None
+            if rewrite is None
+            else {"pool": rewrite.pool, "model": rewrite.model, "timeout": rewrite.timeout},
+            "citations": w.citations,
+            "failurePolicy": w.failure_policy,
+            "template": w.template,
+            "timeZone": w.time_zone,
+        }
+    )
+
+
+def _search_engine(e: SearchEngine) -> dict[str, Any]:
+    credentials = dict(e.credentials)
+    elasticsearch = e.type == "elasticsearch"
+    return _drop_none(
+        {
+            "type": e.type,
+            "name": e.name,
+            "url": e.url,
+            "timeout": e.timeout,
+            "credentials": credentials,
+            "index": e.index,
+            "matchFields": list(e.match_fields) if elasticsearch else None,
+            "titleField": e.title_field if elasticsearch else None,
+            "urlField": e.url_field,
+            "snippetField": e.snippet_field if elasticsearch else None,
         }
     )
 

@@ -24,6 +24,11 @@ from .model import (
     PROVIDERS,
     RETRY_CONDITIONS,
     SCHEMA_VERSION,
+    SEARCH_CITATIONS,
+    SEARCH_ENGINES,
+    SEARCH_KEYED_ENGINES,
+    SEARCH_MODES,
+    SEARCH_TEMPLATE_VARIABLES,
     SELECTIONS,
     Access,
     Backend,
@@ -42,10 +47,13 @@ from .model import (
     Retry,
     Route,
     Rule,
+    SearchEngine,
+    SearchRewrite,
     SecretsConfig,
     SemanticCache,
     Settings,
     Timeouts,
+    WebSearch,
 )
 from .prices import MAX_USD, unpriced
 from .reader import ConfigError, FieldReader
@@ -159,6 +167,7 @@ def _rule(r: FieldReader, data: dict[str, Any], path: str) -> Rule | None:
     decorator_path = _join(path, "promptDecorator")
     cache = data.get("cache")
     guardrails = data.get("guardrails")
+    web_search = data.get("webSearch")
     return Rule(
         models=models,
         backends=backends,
@@ -168,6 +177,7 @@ def _rule(r: FieldReader, data: dict[str, Any], path: str) -> Rule | None:
         guardrails=None if guardrails is None else read_guardrails(r, guardrails, _join(path, "guardrails")),
         prompt_decorator=None if decorator is None else read_prompt_decorator(r, decorator, decorator_path),
         cache=None if cache is None else read_cache(r, cache, _join(path, "cache")),
+        web_search=None if web_search is None else read_web_search(r, web_search, _join(path, "webSearch")),
     )
 
 
@@ -215,6 +225,129 @@ def _semantic_cache(r: FieldReader, data: dict[str, Any], path: str, resolver: R
         dimensions=dimensions,
         shadow=r.bool_(data, "shadow", path, False),
     )
+
+
+def read_web_search(r: FieldReader, value: Any, path: str, resolver: Resolver = RENDERED) -> WebSearch | None:
+    """A webSearch object (one reader for a rendered config and an AIRoute's spec; the resolver reads what
+    differs: durations, the rewrite pool, engine credentials)."""
+    data = r.obj(value, path)
+    defaults = WebSearch()
+    if isinstance(data.get("enabled"), bool):
+        # YAML 1.1 (kubectl included) reads a bare `off` as false and `on` as true.
+        r.fail(_join(path, "enabled"), "must be a string: YAML reads a bare off as false, so write 'off' (quoted)")
+        enabled = "off"
+    else:
+        enabled = r.enum(data, "enabled", path, SEARCH_MODES, defaults.enabled)
+    engines = r.each(data.get("engines"), _join(path, "engines"), lambda d, p: _search_engine(r, d, p, resolver))
+    if not r.items(data.get("engines"), _join(path, "engines")):
+        r.fail(_join(path, "engines"), "must hold at least one engine")
+    seen: set[str] = set()
+    for i, engine in enumerate(engines):
+        if engine.name in seen:
+            r.fail(f"{path}.engines[{i}].name", f"duplicate engine name {engine.name!r} (set name to tell them apart)")
+        seen.add(engine.name)
+    max_results = r.int_(data, "maxResults", path, defaults.max_results, minimum=1)
+    if max_results is not None and max_results > 20:
+        r.fail(_join(path, "maxResults"), f"must be at most 20, got {max_results}")
+    timeout = resolver.seconds(r, data, "timeout", path, maximum=60)
+    rewrite_data = data.get("rewrite")
+    rewrite = None
+    if rewrite_data is not None:
+        rewrite = _search_rewrite(r, r.obj(rewrite_data, _join(path, "rewrite")), _join(path, "rewrite"), resolver)
+    template = r.str_(data, "template", path)
+    if template is not None:
+        try:
+            parse_template(template, SEARCH_TEMPLATE_VARIABLES, headers=False)
+        except TemplateError as exc:
+            r.fail(_join(path, "template"), str(exc))
+            template = None
+        else:
+            if "{results}" not in template:
+                r.fail(_join(path, "template"), "must use {results}, or the model never sees what was found")
+    time_zone = r.str_(data, "timeZone", path)
+    if time_zone is not None and not _known_time_zone(time_zone):
+        r.fail(_join(path, "timeZone"), f"unknown time zone {time_zone!r}; use an IANA name such as Asia/Shanghai")
+        time_zone = None
+    return WebSearch(
+        enabled=enabled,
+        engines=engines,
+        max_results=max_results or defaults.max_results,
+        timeout=timeout or defaults.timeout,
+        rewrite=rewrite,
+        citations=r.enum(data, "citations", path, SEARCH_CITATIONS, defaults.citations),
+        failure_policy=r.enum(data, "failurePolicy", path, FAILURE_POLICIES, defaults.failure_policy),
+        template=template,
+        time_zone=time_zone,
+    )
+
+
+def _known_time_zone(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _search_engine(r: FieldReader, data: dict[str, Any], path: str, resolver: Resolver) -> SearchEngine | None:
+    kind = r.enum(data, "type", path, SEARCH_ENGINES, "")
+    if "type" not in data:
+        return None  # enum() reported it
+    url = r.str_(data, "url", path)
+    if url is not None and not url.startswith(("http://", "https://")):
+        r.fail(_join(path, "url"), f"must start with http:// or https://, got {url!r}")
+    if url is None and kind in ("searxng", "elasticsearch"):
+        r.fail(_join(path, "url"), f"is required for a {kind} engine (it has no public endpoint)")
+    credentials = _search_credentials(r, data.get("credentials"), _join(path, "credentials"), kind, resolver)
+    index = r.str_(data, "index", path)
+    if kind == "elasticsearch" and index is None:
+        r.fail(_join(path, "index"), "is required for an elasticsearch engine")
+    title_field = r.str_(data, "titleField", path) or "title"
+    snippet_field = r.str_(data, "snippetField", path) or "content"
+    match_fields = r.strings(data, "matchFields", path) or (title_field, snippet_field)
+    if not kind:
+        return None
+    return SearchEngine(
+        type=kind,
+        name=r.str_(data, "name", path) or kind,
+        url=url.rstrip("/") if url else None,
+        timeout=resolver.seconds(r, data, "timeout", path, maximum=60),
+        credentials=credentials,
+        index=index,
+        match_fields=match_fields,
+        title_field=title_field,
+        url_field=r.str_(data, "urlField", path),
+        snippet_field=snippet_field,
+    )
+
+
+def _search_credentials(
+    r: FieldReader, value: Any, path: str, kind: str, resolver: Resolver
+) -> tuple[tuple[str, str], ...]:
+    """What an engine needs (`apiKey`, Google's `cx` too), as secret ids: from `{apiKey: ID, cx: ID}` in a
+    rendered config, from `{secretRef: {name, key}}` in a spec (Google's Secret holds `apiKey` and `cx`)."""
+    if value is None:
+        if kind in SEARCH_KEYED_ENGINES:
+            r.fail(path, f"is required for a {kind} engine (an API key in a Secret)")
+        return ()
+    required = ("apiKey", "cx") if kind == "google" else ("apiKey",)
+    ids = resolver.credentials(r, value, path, required, ())
+    return tuple(sorted(ids.items())) if ids else ()
+
+
+# The rewrite is a chat completion through the pool's translator: any provider can serve it.
+REWRITE_PROVIDERS = ("openai", "openai-compatible", "azure-openai", "anthropic", "gemini")
+
+
+def _search_rewrite(r: FieldReader, data: dict[str, Any], path: str, resolver: Resolver) -> SearchRewrite | None:
+    pool = resolver.pool(r, data, "pool", path, REWRITE_PROVIDERS)
+    model = r.str_(data, "model", path, required=True)
+    timeout = resolver.seconds(r, data, "timeout", path, maximum=60)
+    if pool is None or model is None:
+        return None
+    return SearchRewrite(pool=pool, model=model, timeout=timeout or 2.0)
 
 
 def read_prompt_decorator(r: FieldReader, value: Any, path: str) -> PromptDecorator | None:

@@ -29,6 +29,11 @@ JUDGE_FORMATS = ("llama-guard", "qwen3guard", "granite-guardian", "shieldgemma")
 ALIYUN_RISK_LEVELS = ("low", "medium", "high")
 GUARDRAIL_SCOPES = ("system", "user", "assistant", "tool")  # which of the caller's texts a checker reads
 DEFAULT_GUARDRAIL_MESSAGE = "This request was blocked by the content policy."
+SEARCH_MODES = ("auto", "always", "off")
+SEARCH_ENGINES = ("searxng", "tavily", "google", "quark", "arxiv", "elasticsearch")
+SEARCH_CITATIONS = ("annotations", "references", "both")
+SEARCH_TEMPLATE_VARIABLES = ("date", "results", "question")
+SEARCH_KEYED_ENGINES = ("tavily", "google", "quark")  # engines that cannot work without an API key
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_LIMIT_MESSAGE = "Rate limit exceeded, please try again later."
 USD_UNITS = 1_000_000  # money budgets are counted in micro-dollars: integers, as GCRA needs
@@ -224,6 +229,46 @@ class Guardrails:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchEngine:
+    """One search backend. Credential values never appear here: `credentials` maps what the engine needs
+    (`apiKey`, Google's `cx`) to secret ids whose values travel in the secrets document, as pool keys do."""
+
+    type: str  # one of SEARCH_ENGINES
+    name: str  # unique within the webSearch setting; the metrics' `engine` label (default: the type)
+    url: str | None = None  # the service's base URL; None: the engine's public endpoint
+    timeout: float | None = None  # None: the webSearch timeout
+    credentials: tuple[tuple[str, str], ...] = ()  # (field, secret id)
+    # Elasticsearch: the index, the fields matched, and the fields shown as title, URL and snippet.
+    index: str | None = None
+    match_fields: tuple[str, ...] = ()
+    title_field: str = "title"
+    url_field: str | None = None  # None: the document's own _doc URL
+    snippet_field: str = "content"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRewrite:
+    """A small model that turns the conversation into 1-3 queries, or says no search is needed."""
+
+    pool: str
+    model: str
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebSearch:
+    enabled: str = "auto"  # auto | always | off
+    engines: tuple[SearchEngine, ...] = ()
+    max_results: int = 5  # results injected at search_context_size medium (low: half, high: twice)
+    timeout: float = 3.0  # per engine call, unless the engine sets its own
+    rewrite: SearchRewrite | None = None
+    citations: str = "annotations"  # annotations | references | both
+    failure_policy: str = "open"  # every engine failed: open (answer without search) | closed (503)
+    template: str | None = None  # None: the built-in English template
+    time_zone: str | None = None  # IANA name; {date} then also shows local time
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     models: tuple[str, ...]
     backends: tuple[Backend, ...]
@@ -234,6 +279,7 @@ class Rule:
     guardrails: Guardrails | None = None
     prompt_decorator: PromptDecorator | None = None
     cache: Cache | None = None
+    web_search: WebSearch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +373,8 @@ class GatewayConfig:
 
 @dataclass(frozen=True, slots=True)
 class SecretsConfig:
-    """Provider key values by key id. Carries the hash of the config it belongs to."""
+    """Secret values by id: provider keys and the keys stages use (search engines). Carries the hash of the
+    config it belongs to."""
 
     version: int = SCHEMA_VERSION
     hash: str = ""

@@ -1,10 +1,11 @@
 """Message templates with variables, as prompt decorators use them: parsed once, checked by name, filled per request.
 
 Grammar: `{name}` for `date`, `datetime`, `consumer`, `route`, `model`; `{header:NAME}` or `{header:NAME|default}`
-for a request header; `{{` and `}}` for literal braces. Anything else in braces is an error that names it, so the
-compiler can refuse a typo instead of sending it to a model. Rendering fills variables into the parsed pieces
-and returns a plain string: the request body is built from that string, never by editing JSON text, so a quote
-in a header value cannot change the request's structure.
+for a request header; `{{` and `}}` for literal braces. Another feature may parse with its own variable names
+(web search's `{date}`, `{results}`, `{question}`) and without header variables. Anything else in braces is an
+error that names it, so the compiler can refuse a typo instead of sending it to a model. Rendering fills
+variables into the parsed pieces and returns a plain string: the request body is built from that string, never
+by editing JSON text, so a quote in a header value cannot change the request's structure.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ class Variable:
 Piece = str | Variable
 
 
-def parse_template(text: str) -> tuple[Piece, ...]:
-    """The template's literal text and variables in order; TemplateError naming the first problem."""
+def parse_template(text: str, variables: tuple[str, ...] = VARIABLES, *, headers: bool = True) -> tuple[Piece, ...]:
+    """The template's literal text and variables in order; TemplateError naming the first problem. `variables`
+    are the names the template may use; `headers` allows `{header:NAME|default}`."""
     pieces: list[Piece] = []
     literal: list[str] = []
     i = 0
@@ -53,20 +55,20 @@ def parse_template(text: str) -> tuple[Piece, ...]:
         if literal:
             pieces.append("".join(literal))
             literal = []
-        pieces.append(_variable(text[i + 1 : end]))
+        pieces.append(_variable(text[i + 1 : end], variables, headers))
         i = end + 1
     if literal:
         pieces.append("".join(literal))
     return tuple(pieces)
 
 
-def _variable(inner: str) -> Variable:
-    if inner in VARIABLES:
+def _variable(inner: str, variables: tuple[str, ...], headers: bool) -> Variable:
+    if inner in variables:
         return Variable(inner)
-    if inner.startswith("header:"):
+    if headers and inner.startswith("header:"):
         name, _, default = inner[len("header:") :].partition("|")
         if not _HEADER_NAME.match(name):
             raise TemplateError(f"variable {{{inner}}} does not name a valid header")
         return Variable("header", header=name.lower(), default=default)
-    known = ", ".join(f"{{{v}}}" for v in VARIABLES)
-    raise TemplateError(f"unknown variable {{{inner}}}; known: {known}, {{header:NAME|default}}")
+    known = ", ".join([*(f"{{{v}}}" for v in variables), *(["{header:NAME|default}"] if headers else [])])
+    raise TemplateError(f"unknown variable {{{inner}}}; known: {known}")

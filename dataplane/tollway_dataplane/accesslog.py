@@ -43,6 +43,7 @@ def record(ctx: RequestContext, text_limit: int = 2000) -> dict[str, Any]:
         "status": ctx.status,
         "cache": None,  # filled in by the response cache when a route enables it
         "guardrail": None,  # filled in by content safety when a route enables it
+        "search": None,  # filled in by web search when a route enables it
         "error": ctx.error or None,
     }
     if ctx.notes:

@@ -159,6 +159,46 @@ GUARDRAIL_ERRORS = Counter(
     ("route", "checker", "direction", "reason"),
     registry=REGISTRY,
 )
+SEARCH_DECISIONS = Counter(
+    "tollway_search_decisions",
+    "Chat requests on web-search routes, by what the stage decided: searched, not_asked (auto without "
+    "web_search_options or a rewrite), not_needed (the rewrite said so), not_a_question (the last turn is not the "
+    "user's), no_results, failed_open (every engine failed; answered without search), failed_closed (refused, 503).",
+    ("route", "decision"),
+    registry=REGISTRY,
+)
+SEARCH_REQUESTS = Counter(
+    "tollway_search_requests",
+    "Search engine calls, by status: ok, error (an HTTP error, an unreachable engine or an unreadable answer), "
+    "timeout, unconfigured (a credential has no value).",
+    ("route", "engine", "status"),
+    registry=REGISTRY,
+)
+SEARCH_SECONDS = Histogram(
+    "tollway_search_engine_seconds",
+    "Time a search engine call took, failed calls included.",
+    ("route", "engine"),
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10),
+    registry=REGISTRY,
+)
+SEARCH_REWRITES = Counter(
+    "tollway_search_rewrites",
+    "Rewrite model calls, by outcome: queries, none_needed, failed (the last user turn was searched instead).",
+    ("route", "outcome"),
+    registry=REGISTRY,
+)
+SEARCH_REWRITE_TOKENS = Counter(
+    "tollway_search_rewrite_tokens",
+    "Tokens the rewrite model used, by kind (input, output).",
+    ("route", "kind"),
+    registry=REGISTRY,
+)
+SEARCH_CITATIONS = Counter(
+    "tollway_search_citations",
+    "url_citation annotations returned for the [n] markers models wrote in grounded answers.",
+    ("route",),
+    registry=REGISTRY,
+)
 IN_FLIGHT = Gauge("tollway_in_flight_requests", "Requests being served.", registry=REGISTRY)
 IN_FLIGHT_STREAMS = Gauge("tollway_in_flight_streams", "Streams being relayed.", registry=REGISTRY)
 CONFIG_GENERATION = Gauge("tollway_config_generation", "Generation of the loaded config.", registry=REGISTRY)

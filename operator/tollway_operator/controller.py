@@ -89,7 +89,17 @@ def piece_digests(result: CompileResult) -> dict[tuple[str, str], str]:
     for pool in result.config.pools:
         out[("ProviderKeyPool", pool.name)] = digest(repr(pool), *(values.get(k.id, "") for k in pool.keys))
     for route in result.config.routes:
-        out[("AIRoute", route.name)] = digest(repr(route))
+        # Stage credentials (search engine keys) count like pool keys: a rotated Secret is a new config piece.
+        secret_ids = sorted(
+            {
+                secret_id
+                for rule in route.rules
+                if rule.web_search
+                for e in rule.web_search.engines
+                for _, secret_id in e.credentials
+            }
+        )
+        out[("AIRoute", route.name)] = digest(repr(route), *(values.get(i, "") for i in secret_ids))
     for consumer in result.config.consumers:
         out[("Consumer", consumer.name)] = digest(repr(consumer))
     for limit in result.config.rate_limits:

@@ -1,5 +1,12 @@
 """OpenAI answers in Anthropic Messages shape, for callers of the `/messages` entry.
 
+Web-search citations: OpenAI `url_citation` annotations (`message.annotations`, or a stream's
+`delta.annotations`) become `web_search_result_location` citations on the text block, as a whole answer's
+`citations` list or as `citations_delta` events before the text block closes. The same one text block carries
+them in both forms (the stream's text has gone out before its citations are known, so blocks are never split
+around cited spans). They carry the result's URL and title; `cited_text` and `encrypted_index` are empty, since
+the gateway's search has no excerpt index for Anthropic to resolve (this entry ignores citations it is sent back).
+
 Usage: OpenAI's prompt_tokens counts cache reads, Anthropic's input_tokens does not, so input_tokens is
 prompt_tokens minus cached_tokens and the cached part is cache_read_input_tokens. OpenAI streams report usage
 only at their end: message_start then says input_tokens 0, and message_delta carries the real counts (its usage
@@ -85,6 +92,24 @@ def tool_input(arguments: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def citations(annotations: Any) -> list[dict[str, Any]]:
+    """OpenAI url_citation annotations as Anthropic web search citations (other annotation types are skipped)."""
+    out = []
+    for annotation in annotations if isinstance(annotations, list) else []:
+        citation = obj(annotation).get("url_citation") if obj(annotation).get("type") == "url_citation" else None
+        if isinstance(citation, dict) and isinstance(citation.get("url"), str):
+            out.append(
+                {
+                    "type": "web_search_result_location",
+                    "url": citation["url"],
+                    "title": citation.get("title") if isinstance(citation.get("title"), str) else None,
+                    "cited_text": "",
+                    "encrypted_index": "",
+                }
+            )
+    return out
+
+
 def sse(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
@@ -153,6 +178,8 @@ class AnthropicEventStream:
             text = delta.get("content")
             if isinstance(text, str) and text:
                 out.extend(self._text(text))
+            if delta.get("annotations"):
+                out.extend(self._citations(delta["annotations"]))
             calls = delta.get("tool_calls")
             for call in calls if isinstance(calls, list) else []:
                 if isinstance(call, dict):
@@ -197,6 +224,19 @@ class AnthropicEventStream:
         }
         out.append(sse("content_block_delta", delta))
         return out
+
+    def _citations(self, annotations: Any) -> list[bytes]:
+        """Citations for the open text block (they come before the finish chunk that closes it)."""
+        index = self._text_block
+        if index is None or self._open_block != index:
+            return []
+        return [
+            sse(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": {"type": "citations_delta", "citation": c}},
+            )
+            for c in citations(annotations)
+        ]
 
     def _tool(self, call: dict[str, Any]) -> list[bytes]:
         out: list[bytes] = []
@@ -260,7 +300,11 @@ class AnthropicAnswers:
         message = obj(choice.get("message"))
         content: list[dict[str, Any]] = []
         if isinstance(message.get("content"), str) and message["content"]:
-            content.append({"type": "text", "text": message["content"]})
+            block: dict[str, Any] = {"type": "text", "text": message["content"]}
+            cited = citations(message.get("annotations"))
+            if cited:
+                block["citations"] = cited
+            content.append(block)
         for call in message.get("tool_calls") or []:
             call = obj(call)
             function = obj(call.get("function"))

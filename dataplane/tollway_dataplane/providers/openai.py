@@ -26,14 +26,18 @@ from .openai_responses import ResponsesStream
 _DONE = b"[DONE]"
 
 
-def rewrite_body(call: Call, model: str, *, prompt_cache_key: bool = False) -> bytes:
-    """The body to send: the caller's bytes when nothing changes, else a re-encoded copy."""
+def rewrite_body(call: Call, model: str, *, prompt_cache_key: bool = False, web_search: bool = False) -> bytes:
+    """The body to send: the caller's bytes when nothing changes, else a re-encoded copy. `web_search`: the
+    server takes OpenAI's `web_search_options` (only OpenAI itself); every other server has it removed."""
     needs_usage = call.stream and not call.client_wants_usage and call.endpoint != "embeddings"
     cache_key = call.prompt_cache_key if prompt_cache_key and "prompt_cache_key" not in call.body else None
-    if model == call.model and not needs_usage and cache_key is None:
+    drop_search = not web_search and "web_search_options" in call.body
+    if model == call.model and not needs_usage and cache_key is None and not drop_search:
         return call.raw
     body = dict(call.body)
     body["model"] = model
+    if drop_search:
+        del body["web_search_options"]
     if needs_usage:
         options = body.get("stream_options")
         body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
@@ -145,8 +149,10 @@ class OpenAITranslator:
             body = orjson.dumps({**call.native.body, "model": model})  # Responses streams always report usage
             return UpstreamRequest(url=self.responses_url(pool), headers=headers, body=body, dialect=RESPONSES)
         call.chat_body()  # refuses a request whose chat form left out what the caller asked for
-        # Only OpenAI itself is known to take prompt_cache_key; a compatible server may refuse an unknown field.
-        body = rewrite_body(call, model, prompt_cache_key=pool.config.provider == "openai")
+        # Only OpenAI itself is known to take prompt_cache_key and web_search_options; a compatible server (or
+        # Azure) may refuse an unknown field.
+        openai = pool.config.provider == "openai"
+        body = rewrite_body(call, model, prompt_cache_key=openai, web_search=openai)
         return UpstreamRequest(url=self.url(call, pool, model), headers=headers, body=body)
 
     def translate_response(self, call: Call, body: bytes) -> tuple[bytes, Usage | None]:

@@ -11,13 +11,13 @@ from collections.abc import Callable
 
 from tollway_contract.model import Rule
 
-from . import cache, decorator, guardrails
+from . import cache, decorator, guardrails, websearch
 from .base import Stage, StageServices
 from .pipeline import Pipeline
 
 Builder = Callable[[Rule, StageServices], Stage | None]
 
-STAGES: tuple[Builder, ...] = (guardrails.build, decorator.build, cache.build)
+STAGES: tuple[Builder, ...] = (guardrails.build, decorator.build, cache.build, websearch.build)
 
 
 def pipeline_for(rule: Rule, services: StageServices) -> Pipeline | None:

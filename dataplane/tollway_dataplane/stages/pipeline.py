@@ -22,14 +22,21 @@ class Pipeline:
     async def run(self, call: Call, exchange: Exchange) -> tuple[Call, Answer | None, list[ResponseFilter]]:
         """The call to forward (or a reply made by a stage) and the filters to apply, in request order."""
         filters: list[ResponseFilter] = []
-        for stage in self.stages:
-            step = await stage.on_request(call, exchange)
-            if step.reply is not None:
-                return call, step.reply, filters  # the replying stage's own filter is left out
-            if step.call is not None:
-                call = step.call
-            if step.filter is not None:
-                filters.append(step.filter)
+        try:
+            for stage in self.stages:
+                step = await stage.on_request(call, exchange)
+                if step.reply is not None:
+                    return call, step.reply, filters  # the replying stage's own filter is left out
+                if step.call is not None:
+                    call = step.call
+                if step.filter is not None:
+                    filters.append(step.filter)
+        except BaseException:
+            # A later stage refused the request (a GatewayError) or it was cancelled: the filters handed out so
+            # far are closed here, since nobody else will (a cache leader must still release its waiters).
+            for f in filters:
+                f.close(False)
+            raise
         return call, None, filters
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from tollway_contract.guardrails import read_guardrails
-from tollway_contract.load import read_cache, read_prompt_decorator
+from tollway_contract.load import read_cache, read_prompt_decorator, read_web_search
 from tollway_contract.model import RETRY_CONDITIONS, Access, Backend, Retry, Route, Rule
 
 from ..status import ObjectStatus
@@ -17,9 +17,6 @@ from .providerkeypool import read_timeouts
 from .secret import SecretStore
 from .stagerefs import SpecResolver
 
-# Spec fields of later features: accepted by the schema, not yet acted on; say so in the status.
-_RESERVED = ("webSearch",)
-
 # Stage settings (DESIGN section 7): the spec field, the contract Rule's field, and the reader. Each applies to
 # every rule of the route; a rule that sets the same field replaces it for its models. A reader gets the spec's
 # resolver for what the setting refers to (durations, pools, Secrets).
@@ -28,6 +25,7 @@ _STAGE_FIELDS: tuple[tuple[str, str, StageReader], ...] = (
     ("guardrails", "guardrails", read_guardrails),
     ("promptDecorator", "prompt_decorator", lambda r, value, path, _: read_prompt_decorator(r, value, path)),
     ("cache", "cache", read_cache),
+    ("webSearch", "web_search", read_web_search),
 )
 
 
@@ -68,9 +66,6 @@ def compile_route(
             first_seen.setdefault(model, i)
         rules.append(rule)
     access = _access(doc, r, r.obj(spec.get("access"), "spec.access"), consumers, status)
-    for field in _RESERVED:
-        if spec.get(field):
-            status.warnings.append(f"spec.{field} is not implemented yet and has no effect")
     status.extra["models"] = sorted(first_seen)
     status.extra["modelsSummary"] = ",".join(sorted(first_seen))[:200]
     hosts = tuple(sorted({h.lower() for h in r.strings(match, "hosts", "spec.match")}))

@@ -22,7 +22,7 @@ from ..status import ObjectStatus
 from .common import CRDoc, SpecReader
 from .secret import SecretStore
 
-_FAILS = "the checker fails (failurePolicy applies) until it resolves"
+_FAILS = "what uses it fails (its failurePolicy applies) until it resolves"
 
 
 class SpecResolver:
@@ -54,10 +54,11 @@ class SpecResolver:
             return None
         qualified = self._doc.qualify(name)
         provider = self._pools.get(qualified)
+        where = f"{path}.{key}"
         if qualified in self._rejected:
-            self._status.unresolved.append(f"pool {name!r} is not accepted (see its status); {_FAILS}")
+            self._status.unresolved.append(f"{where}: pool {name!r} is not accepted (see its status); {_FAILS}")
         elif provider is None:
-            self._status.unresolved.append(f"pool {name!r} not found; {_FAILS}")
+            self._status.unresolved.append(f"{where}: pool {name!r} not found; {_FAILS}")
         elif provider not in providers:
             r.fail(f"{path}.{key}", f"pool {name!r} speaks {provider}; this needs one of: {', '.join(providers)}")
             return None
@@ -76,8 +77,9 @@ class SpecResolver:
         if secret_name is None:
             return None
         data = self._secrets.get(self._doc.qualify(secret_name))
+        where = f"{path}.secretRef"
         if data is None:
-            self._status.unresolved.append(f"secret {secret_name!r} not found; {_FAILS}")
+            self._status.unresolved.append(f"{where}: secret {secret_name!r} not found; {_FAILS}")
             data = {}
         self._status.unresolved.extend(self._secrets.problems.get(self._doc.qualify(secret_name), []))
         wanted = {name: (data_key if data_key is not None and len(required) == 1 else name) for name in required}
@@ -93,5 +95,5 @@ class SpecResolver:
             elif name in required:
                 ids[name] = key_id  # kept without a value: the checker fails until the Secret has it
                 if data:
-                    self._status.unresolved.append(f"secret {secret_name!r} has no key {key!r}; {_FAILS}")
+                    self._status.unresolved.append(f"{where}: secret {secret_name!r} has no key {key!r}; {_FAILS}")
         return ids
