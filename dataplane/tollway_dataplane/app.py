@@ -24,6 +24,8 @@ from .caller.anthropic import ANTHROPIC
 from .caller.base import CallerProtocol
 from .capture import prompt_text
 from .context import RequestContext
+from .endpoints.balancer import EndpointSet
+from .endpoints.scraper import Scraper
 from .errors import GatewayError
 from .intake import make_call, parse_body, read_body
 from .pools import KeyStateRegistry
@@ -72,6 +74,7 @@ class Gateway:
         self.in_flight = 0
         self._session: aiohttp.ClientSession | None = None
         self._upstream: Upstream | None = None
+        self._scraper: Scraper | None = None
         self.generation = 0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -80,6 +83,7 @@ class Gateway:
         """Swap in a new snapshot: one reference assignment; requests in flight keep the one they hold."""
         self.snapshot = snapshot
         metrics.BENCHED_KEYS.source = lambda: snapshot.pools
+        metrics.ENDPOINTS.source = lambda: snapshot.pools
         metrics.CONFIG_GENERATION.set(snapshot.generation)
         metrics.CONFIG_INFO.info({"hash": snapshot.hash})
         metrics.CONFIG_LOADED_AT.set(snapshot.loaded_at)
@@ -92,8 +96,17 @@ class Gateway:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
         self._upstream = Upstream(self._session)
+        self._scraper = Scraper(self._session, self._endpoint_sets, self.registry.endpoints)
+        self._scraper.start()
+
+    def _endpoint_sets(self) -> list[EndpointSet]:
+        """What the scraper scrapes: the endpoints of the live snapshot's pools."""
+        snapshot = self.snapshot
+        return [p.endpoints for p in snapshot.pools.values() if p.endpoints is not None] if snapshot else []
 
     async def stop(self, app: web.Application) -> None:
+        if self._scraper is not None:
+            await self._scraper.stop()
         await self.limiter.drain()
         await self.limiter.backend.close()
         if self._session is not None:
@@ -278,6 +291,7 @@ def _record_answer(ctx: RequestContext, answer: Answer) -> None:
     served = answer.served
     if served is not None:
         ctx.pool, ctx.served_model, ctx.key_index, ctx.price = served.pool, served.model, served.key_index, served.price
+        ctx.served_endpoint = served.endpoint
     else:
         ctx.served_model = answer.model
 
