@@ -355,22 +355,34 @@ def test_least_load_is_queue_then_cache_then_running() -> None:
     assert {pickers.least_load([(i, Estimate(0, 0, 0)) for i in range(3)], start=s) for s in range(3)} == {0, 1, 2}
 
 
-def test_requests_sent_since_the_last_scrape_count_as_queued() -> None:
+def test_requests_since_the_last_scrape_move_the_estimate() -> None:
     runtime = pool()
-    a, *_ = scraped(runtime, a=(0, 2, 0.1), b=(0, 2, 0.1), c=(0, 2, 0.1), d=(0, 2, 0.1))
-    assert runtime.endpoints is not None
+    endpoints = runtime.endpoints
+    assert endpoints is not None
+    a, b, c, d = scraped(runtime, a=(0, 2, 0.1), b=(0, 2, 0.1), c=(0, 2, 0.1), d=(0, 2, 0.1))
     seen = []
     for _ in range(8):  # a burst between two scrapes spreads evenly instead of piling onto one server
-        picked = runtime.endpoints.pick(chat(("user", "hi")), now=NOW)
+        picked = endpoints.pick(chat(("user", "hi")), now=NOW)
         assert isinstance(picked, Member)
         picked.state.in_flight += 1
         seen.append(host(picked))
     assert sorted(seen) == ["a", "a", "b", "b", "c", "c", "d", "d"]
-    assert a.state.estimate() == Estimate(queue=2, kv_cache=0.1, running=2)
-    # Finished since the scrape: they leave the running count.
+    # Free slots at the scrape: the new requests run, and KV use grows by the server's own use per request.
+    assert a.state.estimate() == Estimate(queue=0, kv_cache=pytest.approx(0.2), running=4)
+    # Finished since the scrape: they leave the running count (and the KV use).
     a.state.record_scrape(Load(0, 2, 0.1), NOW)
     a.state.in_flight -= 2
-    assert a.state.estimate() == Estimate(queue=0, kv_cache=0.1, running=0)
+    assert a.state.estimate() == Estimate(queue=0, kv_cache=0.0, running=0)
+    # Queueing at the scrape: the server is full, the new requests queue.
+    b.state.record_scrape(Load(3, 8, 0.9), NOW)
+    b.state.in_flight += 2
+    assert b.state.estimate() == Estimate(queue=5, kv_cache=0.9, running=8)
+    # An idle server grows by the pool's average KV use per running request.
+    c.state.record_scrape(Load(0, 0, 0.0), NOW)
+    d.state.record_scrape(Load(0, 4, 0.4), NOW)
+    c.state.in_flight += 3
+    assert c.state.estimate(0.1) == Estimate(queue=0, kv_cache=pytest.approx(0.3), running=3)
+    assert endpoints.estimate(c.state).kv_cache == pytest.approx(3 * (0.1 + 0.9 + 0.4) / (2 + 8 + 4))
 
 
 def test_picks_follow_the_metrics() -> None:

@@ -193,7 +193,7 @@ class Endpoints(Collector):
                     running.add_metric(values, state.load.running)
                     kv.add_metric(values, state.load.kv_cache)
                 in_flight.add_metric(values, state.in_flight)
-                ok = endpoints.usable(state, now) and endpoints.open(state.estimate())
+                ok = endpoints.usable(state, now) and endpoints.open(endpoints.estimate(state))
                 usable.add_metric(values, 1.0 if ok else 0.0)
                 picks.add_metric(values, state.picks.get(name, 0))
                 errors.add_metric(values, state.scrape_errors)

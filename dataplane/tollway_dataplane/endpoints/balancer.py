@@ -11,7 +11,7 @@ are all benched, and saturation like a 429: the rule's next backend or fallback 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -69,11 +69,9 @@ class EndpointSet:
 
     def pick(self, call: Call, tried: Collection[Member] = (), now: float | None = None) -> Member | Refusal:
         now = time.monotonic() if now is None else now
-        usable = [
-            (i, m, m.state.estimate())
-            for i, m in enumerate(self.members)
-            if m not in tried and self.usable(m.state, now)
-        ]
+        fit = [(i, m) for i, m in enumerate(self.members) if m not in tried and self.usable(m.state, now)]
+        kv_per_request = _kv_per_request(m.state for _, m in fit)
+        usable = [(i, m, m.state.estimate(kv_per_request)) for i, m in fit]
         if not usable:
             return Refusal("no-endpoint", self._wait(now))
         candidates = [(i, m, e) for i, m, e in usable if self.open(e)]
@@ -109,6 +107,20 @@ class EndpointSet:
         now = time.monotonic() if now is None else now
         member.state.benched_until = max(member.state.benched_until, now + self.config.cooldown)
 
+    def estimate(self, state: EndpointState) -> Estimate:
+        """One endpoint's load estimate, with the pool's KV use per request (for metrics and tests)."""
+        return state.estimate(_kv_per_request(m.state for m in self.members))
+
     def _wait(self, now: float) -> float:
         benched = [m.state.benched_until - now for m in self.members if m.state.benched_until > now]
         return min(benched) if benched else (self.interval or 1.0)
+
+
+def _kv_per_request(states: Iterable[EndpointState]) -> float:
+    """The pool's KV-cache use per running request at the last scrapes (0 when nothing runs anywhere)."""
+    kv = running = 0.0
+    for state in states:
+        if state.load is not None:
+            kv += state.load.kv_cache
+            running += state.load.running
+    return kv / running if running else 0.0

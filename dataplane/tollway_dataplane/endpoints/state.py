@@ -3,7 +3,9 @@
 One `EndpointState` per endpoint URL lives in a registry that every snapshot of a process shares (as key state
 does in pools.py), so a reload neither forgets a server's last scrape nor its requests in flight. The scraper
 writes the server's own figures; attempts count their requests in and out; the pickers read both. Between two
-scrapes the server's queue is estimated from what this process sent since the last one (`estimate`).
+scrapes the server's load is estimated from what this process sent and saw finish since the last one
+(`estimate`), so a burst that arrives within one scrape interval spreads instead of piling onto the server that
+looked idlest at the scrape.
 """
 
 from __future__ import annotations
@@ -52,15 +54,22 @@ class EndpointState:
     next_scrape: float = 0.0
     scraping: bool = False
 
-    def estimate(self) -> Estimate:
-        """The last scrape plus what changed since: requests sent since then count as queued (the server has not
-        told us where it put them yet); requests finished since then leave the running count."""
+    def estimate(self, kv_per_request: float = 0.0) -> Estimate:
+        """The last scrape plus `delta`, this process's requests in flight now minus at the scrape (sent since,
+        less finished since). A server that was queueing at the scrape is full: the delta goes to its queue. One
+        that was not has free slots: the delta goes to its running count, and its KV-cache use moves by its own
+        use per running request (or, when it ran nothing, `kv_per_request`, the pool's average)."""
         load = self.load
         waiting, running, kv = (load.waiting, load.running, load.kv_cache) if load is not None else (0.0, 0.0, 0.0)
         delta = self.in_flight - self.in_flight_at_scrape
-        if delta >= 0:
-            return Estimate(waiting + delta, kv, running)
-        return Estimate(waiting, kv, max(0.0, running + delta))
+        if delta == 0:
+            return Estimate(waiting, kv, running)
+        if waiting > 0:
+            queue = waiting + delta
+            return Estimate(max(0.0, queue), kv, running + min(0.0, queue))
+        per_request = kv / running if running > 0 else kv_per_request
+        running_now = max(0.0, running + delta)
+        return Estimate(0.0, min(1.0, max(0.0, kv + (running_now - running) * per_request)), running_now)
 
     def stale(self, interval: float, now: float) -> bool:
         """No successful scrape for 3 intervals (a new endpoint gets that long for its first one)."""
