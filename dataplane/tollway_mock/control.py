@@ -81,7 +81,9 @@ class ControlApi:
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def get_load(self, _request: web.Request) -> web.Response:
-        return _json({"pinned": asdict(self._load), "engine": asdict(self._engine.report())})
+        engine = self._engine
+        totals = {"prompt_tokens": engine.prompt_tokens, "cached_prompt_tokens": engine.cache_hits}
+        return _json({"pinned": asdict(self._load), "engine": asdict(engine.report()), "totals": totals})
 
     async def put_load(self, request: web.Request) -> web.Response:
         """Pin what /metrics reports: any of waiting, running, kv_cache_usage (absent: the engine's own figure),

@@ -63,7 +63,8 @@ class Engine:
         self._slots = asyncio.Semaphore(self.settings.slots) if self.settings.slots else None
         self._prefill = asyncio.Lock()
         self._cache: OrderedDict[int, None] = OrderedDict()
-        self.cache_hits = 0  # prompt tokens served from the prefix cache, over the engine's life
+        self.prompt_tokens = 0  # prompt tokens admitted, over the engine's life
+        self.cache_hits = 0  # of which the prefix cache held
 
     @contextlib.asynccontextmanager
     async def serve(self, prompt: str, output_tokens: int) -> AsyncIterator[Admission]:
@@ -81,6 +82,7 @@ class Engine:
         self._kv_in_use += held
         try:
             cached = min(prompt_tokens, self._cached_tokens(prompt))
+            self.prompt_tokens += prompt_tokens
             self.cache_hits += cached
             prefill = (prompt_tokens - cached) * settings.prefill_ms_per_token
             if prefill > 0:
