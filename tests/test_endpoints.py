@@ -486,3 +486,32 @@ def test_yaml_example_compiles() -> None:
     assert not [s for s in result.statuses.values() if s.invalid]
     pools = {p.name: p for p in result.config.pools}
     assert any(p.endpoints is not None for p in pools.values())
+
+
+@pytest.mark.parametrize(
+    ("provider", "expected"),
+    [
+        ("openai-compatible", "http://10.0.0.2:8000/v1/chat/completions"),
+        ("anthropic", "http://10.0.0.2:8000/v1/messages"),
+        ("gemini", "http://10.0.0.2:8000/v1/models/m:generateContent"),
+        ("azure-openai", "http://10.0.0.2:8000/v1/openai/deployments/m/chat/completions?api-version=2024-10-21"),
+    ],
+)
+def test_every_translator_builds_the_picked_endpoints_url(provider: str, expected: str) -> None:
+    from tollway_dataplane.providers import translator_for
+
+    config = Pool(
+        name="ns/gpu",
+        provider=provider,
+        base_url="",
+        azure_api_version="2024-10-21" if provider == "azure-openai" else None,
+        endpoints=Endpoints(urls=URLS[:2]),
+    )
+    runtime = PoolRuntime(config, {}, KeyStateRegistry())
+    assert runtime.endpoints is not None
+    member = runtime.endpoints.members[1]
+    assert member.target.config.base_url == URLS[1] and member.target.name == runtime.name
+    assert runtime.config.base_url == ""  # the pool itself is untouched
+    translator = translator_for(provider)
+    assert translator is not None
+    assert translator.build_request(chat(("user", "hi")), member.target, None, "m").url == expected

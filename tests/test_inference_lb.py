@@ -356,3 +356,31 @@ async def test_the_mock_engine_queues_beyond_its_slots_and_reports_it(servers: S
         page = await until(queued, "a queued request")
         assert 'vllm:num_requests_running{engine="0",model_name="mock-gpt"} 1.0' in page
         second.cancel()
+
+
+async def test_a_server_error_benches_the_endpoint_not_the_key(
+    make_gateway: GatewayFactory, servers: ServerFactory
+) -> None:
+    broken, fine = await servers(), await servers()
+    await broken.pin(waiting=0, running=0)
+    await fine.pin(waiting=0, running=3)
+    files = lb_crs([broken, fine])
+    files["crs.yaml"] = files["crs.yaml"].replace(
+        "provider: openai-compatible\n              endpoints:",
+        "provider: openai-compatible\n              keys: [{secretRef: {name: gpu-key}}]\n              endpoints:",
+    )
+    files["key.yaml"] = """
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: gpu-key, namespace: default}
+        stringData: {token: sk-the-only-key}
+    """
+    gateway = await make_gateway(files)
+    await scraped([broken, fine], metric="tollway_endpoint_running", s1=3)
+    await broken.script({"status": 503, "error": "engine is restarting"}, times=0)
+    answer = await ask(gateway)
+    assert answer["status"] == 200 and answer["headers"]["x-tollway-attempts"] == "2"
+    assert [r["api_key"] for r in await fine.requests()] == ["sk-the-only-key"]  # the same key, on the other server
+    assert REGISTRY.get_sample_value("tollway_benched_keys", {"pool": POOL}) == 0
+    assert (await ask(gateway))["status"] == 200  # the key still works; the broken server is skipped
+    assert (await broken.served(), await fine.served()) == (1, 2)
