@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test test-unit e2e controlplane redis clients lint format clean image e2e-kind chart-crds bench bench-quick bench-profile reliability-report
+.PHONY: install run test test-unit e2e controlplane redis clients lint format clean image e2e-kind chart-crds bench bench-quick bench-profile reliability-report bench-lb
 
 install: $(STAMP)
 
@@ -70,8 +70,14 @@ chart-crds:
 	cp crds/*.yaml helm/tollway/crds/
 
 # Side-by-side benchmark (direct, nginx, Tollway, LiteLLM, Portkey); peers are installed into ~/.cache/tollway/bench.
+# Then the inference-aware balancing simulation (about three more minutes).
 bench: install
 	@$(BIN)/python bench/run.py
+	@$(BIN)/python bench/inference_lb.py
+
+# Inference-aware balancing: round-robin, least-load and prefix-affinity over four simulated model servers.
+bench-lb: install
+	@$(BIN)/python bench/inference_lb.py
 
 bench-quick: install
 	@$(BIN)/python bench/run.py --quick

@@ -88,7 +88,11 @@ async def check_disruption(policy: str, urls: list[str], disrupt: asyncio.Future
         recovered = await until_limited(session, urls)
         after = await fire(session, urls, 30)
     everything = before + during + recovered + after
-    assert admitted(everything) == BUDGET, (during, recovered, after)
+    # Never more than the budget. A call that timed out while a slot moved or a master failed over may still
+    # have run its script, so each request the disruption answered without the limit (a 503 under closed, an
+    # unlimited pass under open) may have been charged: the budget can come out short by that many, not more.
+    uncertain = sum(1 for status, limited in during + recovered if status == 503 or (status == 200 and not limited))
+    assert BUDGET - uncertain <= admitted(everything) <= BUDGET, (during, recovered, after)
     assert unlimited(after) == 0 and all(status in (200, 429) for status, _ in after), after
     if policy == "closed":
         assert unlimited(everything) == 0, everything

@@ -13,6 +13,7 @@ from .model import (
     Cache,
     Checker,
     Consumer,
+    Endpoints,
     GatewayConfig,
     Guardrails,
     JudgeSettings,
@@ -47,7 +48,7 @@ def _pool(p: Pool) -> dict[str, Any]:
         {
             "name": p.name,
             "provider": p.provider,
-            "baseURL": p.base_url,
+            "baseURL": p.base_url or None,
             "keys": [{"id": k.id} for k in p.keys],
             "selection": p.selection,
             "cooldown": {
@@ -62,8 +63,30 @@ def _pool(p: Pool) -> dict[str, Any]:
                 _drop_none({"model": x.model, "input": x.input, "cachedInput": x.cached_input, "output": x.output})
                 for x in p.pricing
             ],
+            "endpoints": _endpoints(p.endpoints),
         }
     )
+
+
+def _endpoints(e: Endpoints | None) -> dict[str, Any] | None:
+    if e is None:
+        return None
+    metrics = e.metrics
+    return {
+        # urls stays even when empty: a Service scaled to zero is still a pool with endpoints
+        "urls": list(e.urls),
+        **_drop_none(
+            {
+                "picker": e.picker,
+                "metrics": {"format": metrics.format, "path": metrics.path, "interval": metrics.interval}
+                if metrics
+                else None,
+                "maxQueue": e.max_queue,
+                "prefixChars": e.prefix_chars,
+                "cooldown": e.cooldown,
+            }
+        ),
+    }
 
 
 def _backend(b: Backend) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from .model import (
     DEFAULT_MAX_BODY_BYTES,
     FAILURE_POLICIES,
     LIMIT_COUNTS,
+    METRIC_FORMATS,
+    PICKERS,
     PROVIDERS,
     RETRY_CONDITIONS,
     SCHEMA_VERSION,
@@ -36,6 +38,8 @@ from .model import (
     Consumer,
     Cooldown,
     DecoratorMessage,
+    EndpointMetrics,
+    Endpoints,
     GatewayConfig,
     Limit,
     LimitOverride,
@@ -86,7 +90,13 @@ def _status_ranges(r: FieldReader, value: Any, path: str) -> tuple[tuple[int, in
 def _pool(r: FieldReader, data: dict[str, Any], path: str) -> Pool | None:
     name = r.str_(data, "name", path, required=True)
     provider = r.enum(data, "provider", path, PROVIDERS, "openai")
-    base_url = r.str_(data, "baseURL", path, required=True)
+    endpoints = None if data.get("endpoints") is None else _endpoints(r, data["endpoints"], _join(path, "endpoints"))
+    # A pool with endpoints sends each attempt to the base URL of the endpoint it picks: no baseURL of its own.
+    base_url = r.str_(data, "baseURL", path, required=endpoints is None)
+    if endpoints is not None:
+        if base_url:
+            r.fail(_join(path, "baseURL"), "cannot be combined with endpoints (each endpoint is a base URL)")
+        base_url = ""
     if base_url and not base_url.startswith(("http://", "https://")):
         r.fail(_join(path, "baseURL"), f"must start with http:// or https://, got {base_url!r}")
     keys = r.each(data.get("keys"), _join(path, "keys"), lambda d, p: _pool_key(r, d, p))
@@ -116,6 +126,38 @@ def _pool(r: FieldReader, data: dict[str, Any], path: str) -> Pool | None:
         headers=r.pairs(data, "headers", path),
         azure_api_version=api_version,
         pricing=r.each(data.get("pricing"), _join(path, "pricing"), lambda d, p: _price(r, d, p)),
+        endpoints=endpoints,
+    )
+
+
+def _endpoints(r: FieldReader, value: Any, path: str) -> Endpoints:
+    data = r.obj(value, path)
+    urls = r.strings(data, "urls", path)
+    for i, url in enumerate(urls):
+        if not url.startswith(("http://", "https://")):
+            r.fail(f"{path}.urls[{i}]", f"must start with http:// or https://, got {url!r}")
+    metrics = None
+    if data.get("metrics") is not None:
+        metrics_path = _join(path, "metrics")
+        metrics_data = r.obj(data["metrics"], metrics_path)
+        scrape_path = r.str_(metrics_data, "path", metrics_path) or "/metrics"
+        if not scrape_path.startswith("/"):
+            r.fail(_join(metrics_path, "path"), f"must start with '/', got {scrape_path!r}")
+        if "format" not in metrics_data:
+            r.fail(_join(metrics_path, "format"), "is required")
+        metrics = EndpointMetrics(
+            format=r.enum(metrics_data, "format", metrics_path, METRIC_FORMATS, METRIC_FORMATS[0]),
+            path=scrape_path,
+            interval=r.seconds(metrics_data, "interval", metrics_path, 1.0) or 1.0,
+        )
+    defaults = Endpoints()
+    return Endpoints(
+        urls=tuple(dict.fromkeys(u.rstrip("/") for u in urls)),
+        picker=r.enum(data, "picker", path, PICKERS, defaults.picker),
+        metrics=metrics,
+        max_queue=r.int_(data, "maxQueue", path, None, minimum=1),
+        prefix_chars=r.int_(data, "prefixChars", path, defaults.prefix_chars, minimum=1) or defaults.prefix_chars,
+        cooldown=r.seconds(data, "cooldown", path, defaults.cooldown) or defaults.cooldown,
     )
 
 

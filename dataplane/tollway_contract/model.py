@@ -34,6 +34,9 @@ SEARCH_ENGINES = ("searxng", "tavily", "google", "quark", "arxiv", "elasticsearc
 SEARCH_CITATIONS = ("annotations", "references", "both")
 SEARCH_TEMPLATE_VARIABLES = ("date", "results", "question")
 SEARCH_KEYED_ENGINES = ("tavily", "google", "quark")  # engines that cannot work without an API key
+PICKERS = ("least-load", "prefix-affinity", "round-robin")
+METRIC_FORMATS = ("vllm", "sglang")
+DEFAULT_PREFIX_CHARS = 1024
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_LIMIT_MESSAGE = "Rate limit exceeded, please try again later."
 USD_UNITS = 1_000_000  # money budgets are counted in micro-dollars: integers, as GCRA needs
@@ -87,10 +90,36 @@ class Price:
 
 
 @dataclass(frozen=True, slots=True)
+class EndpointMetrics:
+    """Where and how often the data plane scrapes each endpoint's own metrics (Prometheus text)."""
+
+    format: str  # one of METRIC_FORMATS: which metric names carry the queue, running and KV-cache figures
+    path: str = "/metrics"  # on the endpoint's scheme, host and port
+    interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """The model servers behind one pool, each a base URL like `baseURL`, and how a request picks one.
+
+    The operator renders `urls` from a Service's EndpointSlices (or copies a static list); the data plane only
+    reads them. Stale metrics (no scrape for 3 intervals), a recent failure (`cooldown`) or a queue at `max_queue`
+    take an endpoint out of the pick; when every endpoint is at `max_queue` the pool is saturated.
+    """
+
+    urls: tuple[str, ...] = ()
+    picker: str = "least-load"  # one of PICKERS
+    metrics: EndpointMetrics | None = None  # None: no scraping; the load is this gateway's own in-flight count
+    max_queue: int | None = None  # None: no limit
+    prefix_chars: int = DEFAULT_PREFIX_CHARS  # prefix-affinity: how much of the prompt's start is hashed
+    cooldown: float = 10.0  # an endpoint whose request failed (connect error, 5xx, ...) is skipped this long
+
+
+@dataclass(frozen=True, slots=True)
 class Pool:
     name: str
     provider: str
-    base_url: str
+    base_url: str  # empty when `endpoints` is set: every attempt then uses the base URL of the endpoint it picked
     keys: tuple[PoolKey, ...] = ()
     selection: str = "round-robin"
     cooldown: Cooldown = field(default_factory=Cooldown)
@@ -98,6 +127,7 @@ class Pool:
     headers: tuple[tuple[str, str], ...] = ()
     azure_api_version: str | None = None
     pricing: tuple[Price, ...] = ()
+    endpoints: Endpoints | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,10 +26,12 @@ def record(ctx: RequestContext, text_limit: int = 2000) -> dict[str, Any]:
         "served_model": ctx.served_model,
         "pool": ctx.pool,
         "key_index": ctx.key_index,
+        "endpoint": ctx.served_endpoint,
         "stream": ctx.stream,
         "attempts": len(ctx.attempts),
         "fallback_chain": [
-            {"pool": a.pool, "model": a.model, "key_index": a.key_index, "outcome": a.outcome} for a in ctx.attempts
+            {"pool": a.pool, "model": a.model, "key_index": a.key_index, "endpoint": a.endpoint, "outcome": a.outcome}
+            for a in ctx.attempts
         ],
         "input_tokens": usage.input_tokens if usage else None,
         "cached_input_tokens": usage.cached_input_tokens if usage else None,

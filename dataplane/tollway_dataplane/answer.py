@@ -50,6 +50,7 @@ class AttemptRecord:
     model: str
     key_index: int | None
     outcome: str  # "ok" or the failure reason (status code, timeout, connect-error, reset, benched, ...)
+    endpoint: str | None = None  # host:port of the model server tried (pools with endpoints)
 
 
 @dataclass(slots=True)
@@ -60,6 +61,7 @@ class Served:
     model: str
     key_index: int | None
     price: Price | None
+    endpoint: str | None = None  # host:port of the model server that answered (pools with endpoints)
 
 
 # The shapes an answer can travel in through the response filters. Translated answers are always OpenAI chat;

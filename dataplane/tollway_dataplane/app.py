@@ -27,6 +27,8 @@ from .caller.responses import RESPONSES
 from .caller.responses_store import MemoryResponseStore, ResponseStore
 from .capture import prompt_text
 from .context import RequestContext
+from .endpoints.balancer import EndpointSet
+from .endpoints.scraper import Scraper
 from .errors import GatewayError
 from .intake import make_call, parse_body, read_body
 from .pools import KeyStateRegistry
@@ -85,6 +87,7 @@ class Gateway:
         # The response cache's store: shared by every snapshot, so entries outlive reloads.
         self.cache_store: CacheStore = cache_store if cache_store is not None else MemoryStore()
         metrics.CACHE_SIZE.source = self.cache_store.stats
+        self._scraper: Scraper | None = None
         self.generation = 0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -94,6 +97,7 @@ class Gateway:
         self.snapshot = snapshot
         metrics.BENCHED_KEYS.source = lambda: snapshot.pools
         metrics.model_label.configure(snapshot.config.routes)
+        metrics.ENDPOINTS.source = lambda: snapshot.pools
         metrics.CONFIG_GENERATION.set(snapshot.generation)
         metrics.CONFIG_INFO.info({"hash": snapshot.hash})
         metrics.CONFIG_LOADED_AT.set(snapshot.loaded_at)
@@ -124,8 +128,17 @@ class Gateway:
             connector=connector, auto_decompress=False, trust_env=False, headers={"Accept-Encoding": "identity"}
         )
         self.upstream.session = self._session
+        self._scraper = Scraper(self._session, self._endpoint_sets, self.registry.endpoints)
+        self._scraper.start()
+
+    def _endpoint_sets(self) -> list[EndpointSet]:
+        """What the scraper scrapes: the endpoints of the live snapshot's pools."""
+        snapshot = self.snapshot
+        return [p.endpoints for p in snapshot.pools.values() if p.endpoints is not None] if snapshot else []
 
     async def stop(self, app: web.Application) -> None:
+        if self._scraper is not None:
+            await self._scraper.stop()
         await self.limiter.drain()
         await self.limiter.backend.close()
         await self.responses.close()
@@ -357,6 +370,7 @@ def _record_answer(ctx: RequestContext, answer: Answer) -> None:
     ctx.billed = served is not None  # a stage's reply (a cache hit, a block) cost no provider tokens
     if served is not None:
         ctx.pool, ctx.served_model, ctx.key_index, ctx.price = served.pool, served.model, served.key_index, served.price
+        ctx.served_endpoint = served.endpoint
     else:
         ctx.served_model = answer.model
 

@@ -29,6 +29,7 @@ class RequestContext:
     served_model: str = ""
     pool: str = ""
     key_index: int | None = None
+    served_endpoint: str | None = None  # host:port of the model server that answered (pools with endpoints)
     stream: bool = False
     status: int = 0
     error: str = ""

@@ -9,7 +9,7 @@ from fnmatch import translate
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from tollway_contract.model import Route
 
@@ -199,6 +199,12 @@ SEARCH_CITATIONS = Counter(
     ("route",),
     registry=REGISTRY,
 )
+SATURATED = Counter(
+    "tollway_pool_saturated",
+    "Attempts turned away because every endpoint of the pool had its maxQueue requests queued.",
+    ("route", "pool"),
+    registry=REGISTRY,
+)
 IN_FLIGHT = Gauge("tollway_in_flight_requests", "Requests being served.", registry=REGISTRY)
 IN_FLIGHT_STREAMS = Gauge("tollway_in_flight_streams", "Streams being relayed.", registry=REGISTRY)
 CONFIG_GENERATION = Gauge("tollway_config_generation", "Generation of the loaded config.", registry=REGISTRY)
@@ -326,7 +332,73 @@ CACHE_SIZE = CacheSize()
 REGISTRY.register(CACHE_SIZE)
 
 
-SKIPPED = ("all-keys-benched", "unsupported")
+class Endpoints(Collector):
+    """Per pool and endpoint (named host:port): what the last scrape said, this process's requests in flight,
+    picks, and whether the endpoint may take a request now. Read from the live snapshot at scrape time, so the
+    request path writes nothing for them but the state it keeps anyway."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, Any]] = dict  # the live snapshot's pools, set on every reload
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        labels = ["pool", "endpoint"]
+        age = GaugeMetricFamily(
+            "tollway_endpoint_scrape_age_seconds",
+            "Seconds since the endpoint's last good metrics scrape.",
+            labels=labels,
+        )
+        queue = GaugeMetricFamily(
+            "tollway_endpoint_queue", "Requests the endpoint queues (last scrape).", labels=labels
+        )
+        running = GaugeMetricFamily(
+            "tollway_endpoint_running", "Requests the endpoint runs (last scrape).", labels=labels
+        )
+        kv = GaugeMetricFamily(
+            "tollway_endpoint_kv_cache_usage_ratio",
+            "Share of the endpoint's KV cache in use, 0..1 (last scrape).",
+            labels=labels,
+        )
+        in_flight = GaugeMetricFamily(
+            "tollway_endpoint_in_flight", "This process's requests in flight to the endpoint.", labels=labels
+        )
+        usable = GaugeMetricFamily(
+            "tollway_endpoint_usable",
+            "1 when the endpoint may take a request now (fresh metrics, not cooling down, below maxQueue).",
+            labels=labels,
+        )
+        picks = CounterMetricFamily("tollway_endpoint_picks", "Attempts sent to the endpoint.", labels=labels)
+        errors = CounterMetricFamily(
+            "tollway_endpoint_scrape_errors", "Failed metrics scrapes of the endpoint.", labels=labels
+        )
+        now = time.monotonic()
+        for name, pool in self.source().items():
+            endpoints = getattr(pool, "endpoints", None)
+            if endpoints is None:
+                continue
+            for member in endpoints.members:
+                state = member.state
+                values = [name, state.address]
+                if state.load is not None and state.scraped_at is not None:
+                    age.add_metric(values, now - state.scraped_at)
+                    queue.add_metric(values, state.load.waiting)
+                    running.add_metric(values, state.load.running)
+                    kv.add_metric(values, state.load.kv_cache)
+                in_flight.add_metric(values, state.in_flight)
+                ok = endpoints.usable(state, now) and endpoints.open(endpoints.estimate(state))
+                usable.add_metric(values, 1.0 if ok else 0.0)
+                picks.add_metric(values, state.picks.get(name, 0))
+                errors.add_metric(values, state.scrape_errors)
+        yield from (age, queue, running, kv, in_flight, usable, picks, errors)
+
+
+ENDPOINTS = Endpoints()
+REGISTRY.register(ENDPOINTS)
+
+
+SKIPPED = ("all-keys-benched", "unsupported", "no-endpoint", "saturated")
 
 
 _STATUS_CLASSES = {2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -404,6 +476,9 @@ def _observe_attempts(ctx: RequestContext) -> None:
     called = [a for a in attempts if a.outcome not in SKIPPED]  # pools skipped without a call are not attempts
     for attempt in called[1:]:
         RETRIES.labels(ctx.route, attempt.pool).inc()
+    for attempt in attempts:
+        if attempt.outcome == "saturated":
+            SATURATED.labels(ctx.route, attempt.pool).inc()
     for attempt in called:
         if attempt.outcome != "ok":
             key_index = "" if attempt.key_index is None else str(attempt.key_index)

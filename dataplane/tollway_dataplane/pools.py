@@ -1,17 +1,22 @@
 """Provider key pools: which key serves the next attempt, and which keys are benched.
 
 Key state (cooldowns, in-flight counts, rotation position) lives in a registry that outlives config snapshots,
-keyed by the key's stable id, so a reload neither forgets a benched key nor restarts the rotation.
+keyed by the key's stable id, so a reload neither forgets a benched key nor restarts the rotation. A pool with
+`endpoints` (several model servers) also has an `EndpointSet`, whose state lives in the same registry.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import random
 import time
 from dataclasses import dataclass
 
 from tollway_contract.model import Pool, Price
 
+from .endpoints.balancer import EndpointSet
+from .endpoints.state import EndpointRegistry
 from .pricing import price_for
 
 
@@ -40,6 +45,7 @@ class KeyStateRegistry:
     def __init__(self) -> None:
         self._keys: dict[str, KeyState] = {}
         self._cursors: dict[str, int] = {}
+        self.endpoints = EndpointRegistry()  # model servers of pools with endpoints, by URL
 
     def key(self, key_id: str) -> KeyState:
         state = self._keys.get(key_id)
@@ -70,6 +76,17 @@ class PoolRuntime:
         )
         self.missing_keys = len(pool.keys) - len(self.keys)
         self._prices: dict[str, Price | None] = {}
+        self.endpoints: EndpointSet | None = None
+        if pool.endpoints is not None:
+            self.endpoints = EndpointSet(pool.name, pool.endpoints, registry.endpoints, self.at)
+
+    def at(self, base_url: str) -> PoolRuntime:
+        """This pool as seen at one of its endpoints: the same keys, key state and settings, with
+        `config.base_url` set to the endpoint's base URL, so every translator builds the endpoint's URL the way
+        it builds any pool's. Made once per endpoint per snapshot (by the EndpointSet), never per request."""
+        view = copy.copy(self)
+        view.config = dataclasses.replace(self.config, base_url=base_url)
+        return view
 
     def price(self, model: str) -> Price | None:
         if model not in self._prices:

@@ -4,6 +4,11 @@ It returns an `Answer` and never writes to the caller: the relay does. An attemp
 while nothing has reached the caller. For a stream that means until its first event: the executor reads the
 first event before it returns, so a stream whose upstream fails early falls back transparently; what comes after
 is the relay's (a failure then ends the stream with an error event).
+
+A pool with `endpoints` (several model servers) makes each attempt pick an endpoint as well as a key: the
+endpoint's base URL is where the attempt goes (the translator is handed the pool as seen there), a failed
+endpoint is skipped for a cooldown and the next try picks another one, and a pool whose endpoints are all at
+their queue limit is saturated, a failure retried like a 429, so the rule's fallbacks serve.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from tollway_contract.model import Backend, Retry, Rule, Timeouts
 
 from .answer import Answer, AttemptRecord, Served, StreamInterrupted
 from .call import Call
+from .endpoints.balancer import Member, Refusal
+from .endpoints.state import EndpointState
 from .errors import GatewayError
 from .pools import PoolKeyRuntime, PoolRuntime
 from .providers.base import InvalidResponse, ProviderError, StreamFailed, StreamTranslator, Translator
@@ -33,13 +40,15 @@ log = logging.getLogger("tollway.upstream")
 
 _KEY_FAILURE_STATUSES = (401, 403)  # the provider rejected our key: never the caller's fault, try another key
 # Failures without a retryOn condition of their own, and the condition that covers them.
-_RETRY_CLASS = {"invalid-response": "5xx"}
+_RETRY_CLASS = {"invalid-response": "5xx", "saturated": "429"}
+# Failures that say the model server itself is unwell: its endpoint is skipped for the pool's endpoint cooldown.
+_ENDPOINT_FAILURES = frozenset({"5xx", "connect-error", "timeout", "reset", "invalid-response"})
 _BROKEN = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
 @dataclass(slots=True)
 class Failure:
-    reason: str  # "429", "5xx", "4xx", "timeout", "connect-error", "reset", "auth", "unsupported", ...
+    reason: str  # "429", "5xx", "4xx", "timeout", "connect-error", "reset", "auth", "unsupported", "saturated", ...
     status: int  # what the caller sees if this is the last word
     message: str
     retry_after: float | None = None
@@ -54,23 +63,34 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One try: a pool, one of its keys (None: a keyless pool), the model name to send, the timeouts that apply."""
+    """One try: a pool, one of its keys (None: a keyless pool), the model name to send, the timeouts that apply,
+    and for a pool with endpoints the endpoint picked for it."""
 
     pool: PoolRuntime
     translator: Translator
     key: PoolKeyRuntime | None
     model: str
     timeouts: Timeouts
+    endpoint: Member | None = None
 
     @property
     def key_index(self) -> int | None:
         return self.key.index if self.key is not None else None
 
+    @property
+    def target(self) -> PoolRuntime:
+        """The pool as the translator sees it: at the picked endpoint's base URL, if any."""
+        return self.pool if self.endpoint is None else self.endpoint.target
+
+    @property
+    def address(self) -> str | None:
+        return self.endpoint.address if self.endpoint is not None else None
+
     def record(self, outcome: str) -> AttemptRecord:
-        return AttemptRecord(self.pool.name, self.model, self.key_index, outcome)
+        return AttemptRecord(self.pool.name, self.model, self.key_index, outcome, self.address)
 
     def served(self) -> Served:
-        return Served(self.pool.name, self.model, self.key_index, self.pool.price(self.model))
+        return Served(self.pool.name, self.model, self.key_index, self.pool.price(self.model), self.address)
 
 
 class UpstreamError(GatewayError):
@@ -147,8 +167,27 @@ class Upstream:
                 last = last or Failure("benched", 503, f"every key of pool {pool.name} is cooling down")
                 continue
             timeouts = effective(pool.config.timeouts, rule.timeouts)
-            for key in keys[: 1 + rule.retry.attempts]:
-                attempt = Attempt(pool, translator, key, model, timeouts)
+            tries = 1 + rule.retry.attempts
+            endpoints = pool.endpoints
+            if endpoints is not None:
+                keys = [keys[i % len(keys)] for i in range(tries)]  # every try on another endpoint; keys rotate
+            tried: list[Member] = []
+            for key in keys[:tries]:
+                endpoint = None
+                if endpoints is not None:
+                    picked = endpoints.pick(call, tried)
+                    if isinstance(picked, Refusal):
+                        refused = _refusal(pool, model, picked, first=not tried)
+                        if refused is not None:
+                            attempts.append(AttemptRecord(pool.name, model, None, refused.reason))
+                            # Saturation is the news; an unusable pool only if nothing failed before it.
+                            last = refused if refused.reason == "saturated" else last or refused
+                            if refused.reason == "saturated" and not self._retryable(refused, rule):
+                                raise UpstreamError(self._final_error(refused, benched_pools), attempts)
+                        break  # nothing (else) in this pool may take the request: the next backend
+                    endpoint = picked
+                    tried.append(endpoint)
+                attempt = Attempt(pool, translator, key, model, timeouts, endpoint)
                 result = await self._try(attempt, call)
                 if isinstance(result, Answer):
                     attempts.append(attempt.record("ok"))
@@ -158,7 +197,20 @@ class Upstream:
                 _log_failure(attempt, result, request_id)
                 last = result
                 error = result.provider_error
-                if key is not None and error is not None and pool.config.cooldown.applies_to(error.status):
+                server_error = endpoint is not None and result.reason in _ENDPOINT_FAILURES
+                if server_error and endpoints is not None and endpoint is not None:
+                    endpoints.bench(endpoint)  # passive health: the next try (and request) picks another server
+                    log.info(
+                        "endpoint benched",
+                        extra={"pool": pool.name, "endpoint": endpoint.address, "reason": result.reason},
+                    )
+                # A 5xx from one model server says nothing about the key, which the other servers accept too.
+                if (
+                    key is not None
+                    and error is not None
+                    and not server_error
+                    and pool.config.cooldown.applies_to(error.status)
+                ):
                     seconds = pool.bench(key, result.retry_after)
                     benched_pools.append(pool)
                     log.info(
@@ -195,17 +247,24 @@ class Upstream:
                 "upstream_unavailable",
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
-        return GatewayError(failure.status, failure.message, f"upstream_{failure.reason.replace('-', '_')}")
+        headers = {}
+        if failure.reason == "saturated" and failure.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(failure.retry_after)))
+        code = f"upstream_{failure.reason.replace('-', '_')}"
+        return GatewayError(failure.status, failure.message, code, headers=headers)
 
     async def _try(self, attempt: Attempt, call: Call) -> Answer | Failure:
         pool, translator, key, timeouts = attempt.pool, attempt.translator, attempt.key, attempt.timeouts
         try:
-            upstream = translator.build_request(call, pool, key, attempt.model)
+            upstream = translator.build_request(call, attempt.target, key, attempt.model)
         except GatewayError as exc:  # this provider cannot express the request; another backend may
             error = ProviderError(exc.status, exc.message, exc.type, exc.code)
             return Failure("unsupported", exc.status, exc.message, provider_error=error)
         if key is not None:
             key.state.in_flight += 1
+        endpoint = attempt.endpoint.state if attempt.endpoint is not None else None
+        if endpoint is not None:
+            endpoint.in_flight += 1
         response: aiohttp.ClientResponse | None = None
         handed_over = False  # a stream's response and key now belong to the relay
         try:
@@ -222,7 +281,7 @@ class Upstream:
                     stream = translator.stream(call)
                     first = await _first_events(response, stream)
             if call.stream:
-                source = UpstreamStream(response, stream, first, key, call, timeouts.idle)
+                source = UpstreamStream(response, stream, first, key, call, timeouts.idle, endpoint)
                 handed_over = True
                 return Answer(stream=source, model=attempt.model, served=attempt.served(), dialect=upstream.dialect)
             _set_idle_timeout(response, timeouts.idle)
@@ -248,6 +307,8 @@ class Upstream:
             if not handed_over:
                 if key is not None:
                     key.state.in_flight -= 1
+                if endpoint is not None:
+                    endpoint.in_flight -= 1
                 if response is not None:
                     response.close()  # a no-op when fully read; otherwise it tells the provider to stop generating
 
@@ -267,10 +328,11 @@ class PoolModels:
 
 
 class UpstreamStream:
-    """The rest of an upstream stream, as an `EventSource`. Owns the connection and the key's in-flight count
-    until `close`; the idle timeout bounds every gap between reads, the one right after the first event too."""
+    """The rest of an upstream stream, as an `EventSource`. Owns the connection and the key's (and endpoint's)
+    in-flight count until `close`; the idle timeout bounds every gap between reads, the one right after the first
+    event too."""
 
-    __slots__ = ("_call", "_closed", "_key", "_response", "_stream", "first")
+    __slots__ = ("_call", "_closed", "_endpoint", "_key", "_response", "_stream", "first")
 
     def __init__(
         self,
@@ -280,10 +342,12 @@ class UpstreamStream:
         key: PoolKeyRuntime | None,
         call: Call,
         idle: float | None,
+        endpoint: EndpointState | None = None,
     ):
         self._response = response
         self._stream = stream
         self._key = key
+        self._endpoint = endpoint
         self._call = call
         self._closed = False
         self.first = first
@@ -320,6 +384,8 @@ class UpstreamStream:
         self._closed = True
         if self._key is not None:
             self._key.state.in_flight -= 1
+        if self._endpoint is not None:
+            self._endpoint.in_flight -= 1
         self._response.close()
 
 
@@ -336,6 +402,18 @@ def _http_failure(translator: Translator, status: int, body: bytes, headers: Map
     )
 
 
+def _refusal(pool: PoolRuntime, model: str, refusal: Refusal, *, first: bool) -> Failure | None:
+    """What a pool whose endpoints refused the attempt counts as: saturated (retried like a 429), or, when
+    nothing of the pool was tried yet, unavailable (a skip, like a pool whose keys are all benched). None: this
+    request tried every endpoint it may."""
+    if refusal.reason == "saturated":
+        message = f"every endpoint of pool {pool.name} for {model!r} has its maxQueue requests queued"
+        return Failure("saturated", 429, message, retry_after=refusal.retry_after)
+    if first:
+        return Failure("no-endpoint", 503, f"pool {pool.name} has no endpoint that may take a request now")
+    return None
+
+
 def _log_failure(attempt: Attempt, failure: Failure, request_id: str) -> None:
     log.warning(
         "upstream attempt failed",
@@ -343,6 +421,7 @@ def _log_failure(attempt: Attempt, failure: Failure, request_id: str) -> None:
             "request_id": request_id,
             "pool": attempt.pool.name,
             "key_index": attempt.key_index,
+            "endpoint": attempt.address,
             "status": failure.provider_error.status if failure.provider_error else None,
             "reason": failure.reason,
             "detail": failure.message,

@@ -54,6 +54,7 @@ class Route:
     pattern: Pattern[str]  # searched in the path, so any prefix (Azure deployments, gateways) works
     handler: Callable[[Exchange], Awaitable[web.StreamResponse]]
     dialect: Dialect
+    prompt: Callable[[Any], str] | None = None  # a generation endpoint: the prompt text the engine simulates
 
 
 def api_key_of(request: web.BaseRequest) -> str | None:

@@ -127,9 +127,27 @@ async def list_models(exchange: Exchange) -> web.StreamResponse:
 
 
 # Searched in order: the chat suffix must win over the shorter legacy completions suffix.
+def chat_prompt(body: Any) -> str:
+    """The text a chat template would turn into the prompt: each message's role and text, in order."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    parts = []
+    for message in messages if isinstance(messages, list) else ():
+        if isinstance(message, dict):
+            text = message.get("content")
+            if isinstance(text, list):
+                text = "".join(p["text"] for p in text if isinstance(p, dict) and isinstance(p.get("text"), str))
+            parts.append(f"<|{message.get('role')}|>{text if isinstance(text, str) else ''}")
+    return "".join(parts)
+
+
+def completion_prompt(body: Any) -> str:
+    prompt = body.get("prompt") if isinstance(body, dict) else None
+    return prompt if isinstance(prompt, str) else ""
+
+
 ROUTES = (
-    Route("POST", re.compile(r"/chat/completions$"), chat_completions, DIALECT),
-    Route("POST", re.compile(r"/completions$"), completions, DIALECT),
+    Route("POST", re.compile(r"/chat/completions$"), chat_completions, DIALECT, chat_prompt),
+    Route("POST", re.compile(r"/completions$"), completions, DIALECT, completion_prompt),
     Route("POST", re.compile(r"/embeddings$"), embeddings, DIALECT),
     Route("GET", re.compile(r"/models$"), list_models, DIALECT),
 )

@@ -19,6 +19,8 @@ from tollway_contract.model import Consumer, GatewayConfig, Pool, RateLimit, Rou
 from .resources.airoute import compile_route
 from .resources.common import API_VERSION, GROUP, KINDS, CRDoc
 from .resources.consumer import CredentialRequest, compile_consumer
+from .resources.endpointslice import API_VERSION as SLICE_API_VERSION
+from .resources.endpointslice import SliceIndex
 from .resources.providerkeypool import compile_pool
 from .resources.secret import SecretStore
 from .resources.tokenratelimit import check_prices, compile_rate_limit
@@ -32,6 +34,7 @@ class CompileResult:
     statuses: dict[ObjectRef, ObjectStatus]
     to_generate: list[CredentialRequest] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # documents that are not ours, with the reason
+    services: frozenset[tuple[str, str]] = frozenset()  # (namespace, name) of the Services pools take endpoints from
 
     @property
     def hash(self) -> str:
@@ -39,7 +42,7 @@ class CompileResult:
 
 
 def compile_crs(documents: Iterable[dict[str, Any]]) -> CompileResult:
-    by_kind: dict[str, list[CRDoc]] = {kind: [] for kind in (*KINDS, "Secret")}
+    by_kind: dict[str, list[CRDoc]] = {kind: [] for kind in (*KINDS, "Secret", "EndpointSlice")}
     ignored: list[str] = []
     for raw in documents:
         if not isinstance(raw, dict):
@@ -48,6 +51,8 @@ def compile_crs(documents: Iterable[dict[str, Any]]) -> CompileResult:
         api_version = str(raw.get("apiVersion", ""))
         if doc.kind == "Secret" and api_version == "v1":
             by_kind["Secret"].append(doc)
+        elif doc.kind == "EndpointSlice" and api_version == SLICE_API_VERSION:
+            by_kind["EndpointSlice"].append(doc)
         elif doc.kind in KINDS and api_version.startswith(f"{GROUP}/"):
             if api_version != API_VERSION:
                 ignored.append(f"{doc.ref}: unsupported apiVersion {api_version} (this compiler reads {API_VERSION})")
@@ -62,12 +67,13 @@ def compile_crs(documents: Iterable[dict[str, Any]]) -> CompileResult:
 
     statuses: dict[ObjectRef, ObjectStatus] = {}
     secrets = SecretStore(by_kind["Secret"])
+    slices = SliceIndex(by_kind["EndpointSlice"])
 
     pools: list[Pool] = []
     key_values: dict[str, str] = {}
     rejected_pools: set[str] = set()
     for doc in _unique(by_kind["ProviderKeyPool"], statuses):
-        compiled = compile_pool(doc, secrets, statuses[doc.ref])
+        compiled = compile_pool(doc, secrets, statuses[doc.ref], slices)
         if compiled is None:
             rejected_pools.add(doc.qualified_name)
             continue
@@ -116,7 +122,18 @@ def compile_crs(documents: Iterable[dict[str, Any]]) -> CompileResult:
         statuses=statuses,
         to_generate=to_generate,
         ignored=ignored,
+        services=frozenset(_named_services(by_kind["ProviderKeyPool"])),
     )
+
+
+def _named_services(pools: list[CRDoc]) -> Iterable[tuple[str, str]]:
+    """The Services pools take endpoints from (valid or not: a pool being fixed still wants its slices)."""
+    for doc in pools:
+        spec = doc.body.get("spec")
+        endpoints = spec.get("endpoints") if isinstance(spec, dict) else None
+        service = endpoints.get("service") if isinstance(endpoints, dict) else None
+        if isinstance(service, dict) and isinstance(service.get("name"), str):
+            yield doc.namespace, service["name"]
 
 
 def _unique(docs: list[CRDoc], statuses: dict[ObjectRef, ObjectStatus]) -> Iterable[CRDoc]:

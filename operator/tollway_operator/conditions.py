@@ -20,6 +20,7 @@ MANAGED_FIELDS = (
     "configHash",
     "conditions",
     "keyCount",
+    "endpointCount",
     "models",
     "modelsSummary",
     "credentialCount",

@@ -7,6 +7,12 @@ are expensive), compiles everything with the pure compiler, writes the ConfigMap
 changed, creates requested consumer keys, and patches each object's status (in the background) when it says
 something new. A burst of 500 applies becomes a handful of renders; a render that changes nothing writes nothing.
 
+EndpointSlices are watched too (those labelled with a Service name), for pools whose `endpoints.service` names
+that Service: their ready addresses are rendered into the pool, so a pod that turns ready or goes away reaches the
+data plane with the same debounce as any change. A slice of a Service no pool names is kept but renders nothing:
+it does not even wake the render loop (the set of named Services comes from the last compile, and a pool that
+starts naming a Service is itself a change).
+
 The first render waits until every object that existed at start-up has been seen (a metadata-only listing
 names them), so a restarted operator never writes a config with half a namespace in it. (kopf's own index
 pre-population would do this too, but it wakes every waiting object on each object indexed: quadratic, minutes
@@ -43,6 +49,8 @@ from .keygen import create_generated_secret
 from .options import OperatorOptions
 from .publish import Published, Publisher
 from .resources.common import API_VERSION, KINDS
+from .resources.endpointslice import API_VERSION as SLICE_API_VERSION
+from .resources.endpointslice import SERVICE_LABEL
 from .status import ObjectRef
 
 log = logging.getLogger("tollway.operator")
@@ -70,6 +78,11 @@ def relevant_state(kind: str, body: Mapping[str, Any]) -> object:
     if kind == "Secret":
         data = orjson.dumps([body.get("data"), body.get("stringData"), body.get("type")], option=orjson.OPT_SORT_KEYS)
         return (meta.get("uid"), hashlib.sha256(data).digest())
+    if kind == "EndpointSlice":
+        return (
+            meta.get("uid"),
+            hashlib.sha256(orjson.dumps(slice_document(body), option=orjson.OPT_SORT_KEYS)).digest(),
+        )
     labels = tuple(sorted((meta.get("labels") or {}).items()))
     return (meta.get("uid"), meta.get("generation"), labels)
 
@@ -125,6 +138,7 @@ class Controller:
         self._pieces: dict[ObjectRef, str] = {}
         self._changed_refs: set[ObjectRef] = set()  # changed since the last successful write
         self._generated: set[tuple[str, str]] = set()  # (namespace, secret) created by this process
+        self._services: set[tuple[str, str]] | None = None  # Services pools name, from the last compile
         self._events_context: contextvars.Context | None = None
         self._status_task: asyncio.Task[int] | None = None
         self._last_cost = 0.0  # seconds the last render took to compile and write
@@ -145,21 +159,31 @@ class Controller:
             self._pieces.pop(ref, None)
             if kind == "Secret":
                 self._generated.discard((ref.namespace, ref.name))
-            if self._seen.pop(ref, None) is not None:
+            if self._seen.pop(ref, None) is not None and (
+                kind != "EndpointSlice" or self._names_service(ref.namespace, body)
+            ):
                 self._mark(ref)
         else:
             self._uids[ref] = uid
-            if kind != "Secret":
+            if kind not in ("Secret", "EndpointSlice"):
                 self._status[ref] = dict(body.get("status") or {})
             state = relevant_state(kind, body)
             if self._seen.get(ref) != state:
                 self._seen[ref] = state
-                self._docs[ref] = secret_document(body) if kind == "Secret" else cr_document(kind, body)
-                self._mark(ref)
+                self._docs[ref] = document(kind, body)
+                if kind != "EndpointSlice" or self._names_service(ref.namespace, body):
+                    self._mark(ref)
         if self._pending is not None:
             self._pending.discard(uid)
             if not self._pending:
                 self._primed.set()
+
+    def _names_service(self, namespace: str, body: Mapping[str, Any]) -> bool:
+        """Whether a pool named the slice's Service in the last compile (before the first compile: assume so)."""
+        if self._services is None:
+            return True
+        service = ((body.get("metadata") or {}).get("labels") or {}).get(SERVICE_LABEL)
+        return (namespace, str(service)) in self._services
 
     def _mark(self, ref: ObjectRef) -> None:
         self._changed_refs.add(ref)
@@ -261,6 +285,7 @@ class Controller:
         queries: list[tuple[str, dict[str, str]]] = []
         for scope in scopes:
             queries += [(f"/apis/{API_VERSION}{scope}/{plural}", {}) for plural in PLURALS.values()]
+            queries.append((f"/apis/{SLICE_API_VERSION}{scope}/endpointslices", {"labelSelector": SERVICE_LABEL}))
             secrets = {
                 "labelSelector": f"!{RENDERED_LABEL}",
                 "fieldSelector": ",".join(f"type!={t}" for t in IGNORED_SECRET_TYPES),
@@ -283,6 +308,7 @@ class Controller:
         docs = self.documents()
         started = time.perf_counter()
         result, pieces = await asyncio.to_thread(_compile, docs)
+        self._services = set(result.services)
         compiled = time.perf_counter() - started
         try:
             published = await self.publisher.publish(result)
@@ -456,8 +482,44 @@ class Controller:
 
     def _tell_changed(self, reason: str, message: str) -> None:
         for ref in sorted(self._changed_refs)[:MAX_CHANGE_EVENTS]:
-            if ref.kind != "Secret":
+            if ref.kind not in ("Secret", "EndpointSlice"):
                 self._post_event(ref, "Warning", reason, message)
+
+
+def document(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    if kind == "Secret":
+        return secret_document(body)
+    if kind == "EndpointSlice":
+        return slice_document(body)
+    return cr_document(kind, body)
+
+
+def slice_document(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of an EndpointSlice the compiler reads: its Service, address type, ports and each endpoint's
+    addresses and readiness (not its topology, hints or target reference, which change without mattering)."""
+    meta = body.get("metadata") or {}
+    service = (meta.get("labels") or {}).get(SERVICE_LABEL)
+    return {
+        "apiVersion": SLICE_API_VERSION,
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "labels": {SERVICE_LABEL: service} if service else {},
+        },
+        "addressType": body.get("addressType"),
+        "ports": [
+            {"name": p.get("name"), "port": p.get("port"), "protocol": p.get("protocol")}
+            for p in body.get("ports") or ()
+            if isinstance(p, dict)
+        ],
+        "endpoints": [
+            {"addresses": e.get("addresses"), "conditions": {"ready": (e.get("conditions") or {}).get("ready")}}
+            for e in body.get("endpoints") or ()
+            if isinstance(e, dict)
+        ],
+    }
 
 
 def cr_document(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 * login: the same credentials as the operator's own API client (kubeconfig, in-cluster, KUBECONFIG).
 * startup/cleanup: operator settings, then the controller's render loop (`controller.py`) and the readiness
   endpoint (`readiness.py`).
-* one event handler per watched kind (the four Tollway kinds and Secrets): hands the object to the controller,
-  which keeps what the compiler reads and ignores changes that do not matter (status, annotations).
+* one event handler per watched kind (the four Tollway kinds, Secrets, and EndpointSlices that belong to a
+  Service): hands the object to the controller, which keeps what the compiler reads and ignores changes that do
+  not matter (status, annotations, slices of Services no pool names).
 
 Handlers are coroutines: kopf runs plain functions in a thread pool, and these are quick bookkeeping that
 belongs on the event loop with the controller.
@@ -29,6 +30,7 @@ from .controller import IGNORED_SECRET_TYPES, PLURALS, Controller, stop
 from .options import OperatorOptions
 from .readiness import ReadinessServer
 from .resources.common import GROUP, VERSION
+from .resources.endpointslice import SERVICE_LABEL
 
 registry = kopf.OperatorRegistry()
 log = logging.getLogger("tollway.operator")
@@ -168,3 +170,15 @@ async def tokenratelimit_changed(type: str | None, body: kopf.Body, memo: Any, *
 @kopf.on.event("v1", "secrets", registry=registry, id="secret-changed", **_SECRET_FILTERS)
 async def secret_changed(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     _observe("Secret", type, body, memo)
+
+
+@kopf.on.event(
+    "discovery.k8s.io",
+    "v1",
+    "endpointslices",
+    registry=registry,
+    id="endpointslice-changed",
+    labels={SERVICE_LABEL: kopf.PRESENT},
+)
+async def endpointslice_changed(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    _observe("EndpointSlice", type, body, memo)

@@ -1,14 +1,28 @@
-"""ProviderKeyPool: one upstream LLM service and its pool of API keys."""
+"""ProviderKeyPool: one upstream LLM service and its pool of API keys, or several model servers (`endpoints`)."""
 
 from __future__ import annotations
 
 import datetime
 from typing import Any
 
-from tollway_contract.model import PROVIDERS, SELECTIONS, Cooldown, Pool, PoolKey, Price, Timeouts
+from tollway_contract.model import (
+    DEFAULT_PREFIX_CHARS,
+    METRIC_FORMATS,
+    PICKERS,
+    PROVIDERS,
+    SELECTIONS,
+    Cooldown,
+    EndpointMetrics,
+    Endpoints,
+    Pool,
+    PoolKey,
+    Price,
+    Timeouts,
+)
 
 from ..status import ObjectStatus
 from .common import CRDoc, SpecReader, spec_of
+from .endpointslice import SliceIndex
 from .secret import SecretStore
 
 DEFAULT_BASE_URLS = {
@@ -48,17 +62,28 @@ def _status_ranges(r: SpecReader, value: Any, path: str) -> tuple[tuple[int, int
     return tuple(out)
 
 
-def compile_pool(doc: CRDoc, secrets: SecretStore, status: ObjectStatus) -> tuple[Pool, dict[str, str]] | None:
+def compile_pool(
+    doc: CRDoc, secrets: SecretStore, status: ObjectStatus, slices: SliceIndex | None = None
+) -> tuple[Pool, dict[str, str]] | None:
     """The pool and its key values by key id, or None when the spec is invalid."""
     r = SpecReader()
     spec = spec_of(doc, r)
     provider = r.enum(spec, "provider", "spec", PROVIDERS, "openai")
     if "provider" not in spec:
         r.fail("spec.provider", "is required")
-    base_url = r.str_(spec, "baseURL", "spec") or DEFAULT_BASE_URLS.get(provider)
+    endpoints = None
+    if spec.get("endpoints") is not None:
+        endpoints = _endpoints(doc, r, spec["endpoints"], slices or SliceIndex(), status)
+    base_url = r.str_(spec, "baseURL", "spec")
+    if endpoints is not None:
+        if base_url is not None:
+            r.fail("spec.baseURL", "cannot be combined with spec.endpoints (each endpoint is a base URL)")
+        base_url = ""  # every attempt goes to the base URL of the endpoint it picks
+    else:
+        base_url = base_url or DEFAULT_BASE_URLS.get(provider)
     if base_url is None:
-        r.fail("spec.baseURL", f"is required for provider {provider}")
-    elif not base_url.startswith(("http://", "https://")):
+        r.fail("spec.baseURL", f"is required for provider {provider} (or spec.endpoints)")
+    elif base_url and not base_url.startswith(("http://", "https://")):
         r.fail("spec.baseURL", f"must start with http:// or https://, got {base_url!r}")
     cooldown_spec = r.obj(spec.get("cooldown"), "spec.cooldown")
     defaults = Cooldown()
@@ -94,8 +119,72 @@ def compile_pool(doc: CRDoc, secrets: SecretStore, status: ObjectStatus) -> tupl
         headers=headers,
         azure_api_version=api_version,
         pricing=pricing,
+        endpoints=endpoints,
     )
     return pool, values
+
+
+def _endpoints(doc: CRDoc, r: SpecReader, value: Any, slices: SliceIndex, status: ObjectStatus) -> Endpoints:
+    """spec.endpoints: the model servers (a Service's ready endpoints, or static URLs) and how one is picked."""
+    path = "spec.endpoints"
+    spec = r.obj(value, path)
+    service = spec.get("service")
+    if (service is None) == (spec.get("urls") is None):
+        r.fail(path, "must set exactly one of service or urls")
+    urls: tuple[str, ...] = ()
+    if spec.get("urls") is not None:
+        urls = r.strings(spec, "urls", path)
+        for i, url in enumerate(urls):
+            if not url.startswith(("http://", "https://")):
+                r.fail(f"{path}.urls[{i}]", f"must start with http:// or https://, got {url!r}")
+        urls = tuple(dict.fromkeys(u.rstrip("/") for u in urls))
+    elif service is not None:
+        urls = _service_urls(doc, r, service, slices, status)
+    status.extra["endpointCount"] = len(urls)
+    metrics = None
+    if spec.get("metrics") is not None:
+        metrics_spec = r.obj(spec["metrics"], f"{path}.metrics")
+        if "format" not in metrics_spec:
+            r.fail(f"{path}.metrics.format", "is required")
+        scrape_path = r.str_(metrics_spec, "path", f"{path}.metrics") or "/metrics"
+        if not scrape_path.startswith("/"):
+            r.fail(f"{path}.metrics.path", f"must start with '/', got {scrape_path!r}")
+        interval = r.duration(metrics_spec, "interval", f"{path}.metrics", minimum=0.01, maximum=300)
+        metrics = EndpointMetrics(
+            format=r.enum(metrics_spec, "format", f"{path}.metrics", METRIC_FORMATS, METRIC_FORMATS[0]),
+            path=scrape_path,
+            interval=interval or 1.0,
+        )
+    defaults = Endpoints()
+    return Endpoints(
+        urls=urls,
+        picker=r.enum(spec, "picker", path, PICKERS, defaults.picker),
+        metrics=metrics,
+        max_queue=r.int_(spec, "maxQueue", path, None, minimum=1),
+        prefix_chars=r.int_(spec, "prefixChars", path, DEFAULT_PREFIX_CHARS, minimum=1) or DEFAULT_PREFIX_CHARS,
+        cooldown=r.duration(spec, "cooldown", path) or defaults.cooldown,
+    )
+
+
+def _service_urls(doc: CRDoc, r: SpecReader, value: Any, slices: SliceIndex, status: ObjectStatus) -> tuple[str, ...]:
+    path = "spec.endpoints.service"
+    service = r.obj(value, path)
+    name = r.str_(service, "name", path, required=True)
+    port = service.get("port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int | str) or port in ("", 0)):
+        r.fail(f"{path}.port", f"must be a port name or number, got {port!r}")
+        port = None
+    scheme = r.enum(service, "scheme", path, ("http", "https"), "http")
+    base_path = r.str_(service, "path", path) or "/v1"
+    if not base_path.startswith("/"):
+        r.fail(f"{path}.path", f"must start with '/', got {base_path!r}")
+    if name is None:
+        return ()
+    resolved = slices.resolve(doc.namespace, name, port, scheme, base_path.rstrip("/"))
+    status.unresolved.extend(resolved.unresolved)
+    if not resolved.unresolved and not resolved.urls:
+        status.warnings.append(f"service {name!r} has no ready endpoints: the rule's other backends serve")
+    return resolved.urls
 
 
 def _pricing(r: SpecReader, value: Any) -> tuple[Price, ...]:
