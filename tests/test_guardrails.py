@@ -404,13 +404,18 @@ async def messages_stream(gateway: GatewayHandle, body: dict[str, Any]) -> list[
     return events
 
 
+@pytest.mark.parametrize("provider", ["openai-compatible", "anthropic"])  # translated, and native pass-through
 async def test_messages_streams_are_masked_and_blocked_in_anthropic_shapes(
-    make_gateway: GatewayFactory, mock_llm: MockLLM
+    make_gateway: GatewayFactory, mock_llm: MockLLM, provider: str
 ) -> None:
     guardrails = (
         PII + "  - {name: words, type: rules, keywords: [forbidden], direction: response}\nstream: {window: 24}\n"
     )
-    gateway = await make_gateway(guarded_crs(mock_llm.url, None, guardrails))
+    files = guarded_crs(mock_llm.url, None, guardrails)
+    if provider == "anthropic":
+        files["pool.yaml"] = files["pool.yaml"].replace("provider: openai-compatible", "provider: anthropic")
+        files["pool.yaml"] = files["pool.yaml"].replace(f"{mock_llm.url}/v1", mock_llm.url)
+    gateway = await make_gateway(files)
     body = {"model": "guarded", "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     await mock_llm.script({"content": f"pay with {CARD} ok? that is all for now my friend"}, model="guarded")
     events = await messages_stream(gateway, body)
@@ -704,3 +709,29 @@ async def test_an_unresolved_checker_fails_per_policy_instead_of_vanishing(
         assert response.status == 400
         assert (await response.json())["error"]["guardrail"]["category"] == "checker-error"
     assert any("pool default/not-there not found" in w for w in gateway.running.gateway.snapshot.warnings)  # type: ignore[union-attr]
+
+
+async def test_native_messages_are_masked_both_ways(make_gateway: GatewayFactory, mock_llm: MockLLM) -> None:
+    """A /v1/messages request an Anthropic pool serves as sent: the request mask reaches the native body, and the
+    provider's own answer is checked in its own shape."""
+    files = guarded_crs(mock_llm.url, None, PII)
+    files["pool.yaml"] = files["pool.yaml"].replace("provider: openai-compatible", "provider: anthropic")
+    files["pool.yaml"] = files["pool.yaml"].replace(f"{mock_llm.url}/v1", mock_llm.url)
+    gateway = await make_gateway(files)
+    body = {
+        "model": "guarded",
+        "max_tokens": 64,
+        "system": [{"type": "text", "text": "mail ops@example.com", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": f"my card is {CARD}"}]}],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
+    await mock_llm.script({"content": "reach me at bob@example.com"}, model="guarded")
+    async with gateway.post("/v1/messages", body) as response:
+        assert response.status == 200, await response.text()
+        answer = await response.json()
+    assert answer["content"][0]["text"] == "reach me at [EMAIL]"
+    (request,) = await mock_llm.requests()
+    sent = request["body"]
+    assert sent["thinking"] == body["thinking"]  # still the caller's request, masked where it had to be
+    assert sent["system"] == [{"type": "text", "text": "mail [EMAIL]", "cache_control": {"type": "ephemeral"}}]
+    assert sent["messages"][0]["content"][0]["text"] == "my card is [CREDIT_CARD]"

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 from ...answer import OPENAI
+from ...providers.anthropic import ANTHROPIC
 from ...providers.chat import DONE_EVENT
 from ...sse import event_data
 
@@ -147,7 +148,72 @@ class OpenAIView:
         return [b"data: " + orjson.dumps(chunk) + b"\n\n", DONE_EVENT]
 
 
-VIEWS: dict[str, AnswerView] = {OPENAI: OpenAIView()}
+class AnthropicView:
+    """A native Messages answer (a `/messages` request an Anthropic pool served as sent): the text blocks of the
+    message, and the `text_delta`s of its stream. A blocked answer stops with `refusal`, Anthropic's own word."""
+
+    dialect = ANTHROPIC
+
+    def body_texts(self, body: bytes) -> list[str] | None:
+        data = _loads(body)
+        content = data.get("content") if data is not None else None
+        if not isinstance(content, list):
+            return None
+        return ["".join(b["text"] for b in content if _is_text_block(b))]
+
+    def rewrite_body(self, body: bytes, texts: list[str]) -> bytes:
+        data = _loads(body) or {}
+        first = True
+        for block in data.get("content") or ():
+            if _is_text_block(block):
+                block["text"] = texts[0] if first and texts else ""  # one text per answer: it goes to the first
+                first = False
+        return orjson.dumps(data)
+
+    def blocked_body(self, body: bytes, message: str | None) -> bytes:
+        data = _loads(body) or {}
+        data["content"] = [{"type": "text", "text": message}] if message else []
+        data["stop_reason"] = "refusal"
+        return orjson.dumps(data)
+
+    def event_text(self, event: bytes) -> str | None:
+        if b'"text_delta"' not in event:
+            return None
+        delta = (_event_json(event) or {}).get("delta")
+        return delta.get("text") or None if isinstance(delta, dict) and isinstance(delta.get("text"), str) else None
+
+    def with_event_text(self, event: bytes, text: str) -> bytes:
+        data = _event_json(event)
+        if data is None or not isinstance(data.get("delta"), dict):
+            return event
+        data["delta"]["text"] = text
+        return b"event: content_block_delta\ndata: " + orjson.dumps(data) + b"\n\n"
+
+    def ends_answer(self, event: bytes) -> bool:
+        return event.startswith((b"event: message_delta", b"event: message_stop"))
+
+    def block_events(self, first_event: bytes | None, message: str | None) -> list[bytes]:
+        out = []
+        if message:  # a block of its own for the message; the caller's SDK closes any block left open
+            index = 1_000  # past any block the stream opened
+            start = {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+            delta = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": message}}
+            out += [_sse("content_block_start", start), _sse("content_block_delta", delta)]
+            out.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+        stop = {"type": "message_delta", "delta": {"stop_reason": "refusal", "stop_sequence": None}}
+        stop["usage"] = {"output_tokens": 0}
+        return [*out, _sse("message_delta", stop), _sse("message_stop", {"type": "message_stop"})]
+
+
+def _is_text_block(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
+
+
+def _sse(name: str, payload: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+VIEWS: dict[str, AnswerView] = {OPENAI: OpenAIView(), ANTHROPIC: AnthropicView()}
 
 
 def view_for(dialect: str) -> AnswerView | None:
