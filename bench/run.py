@@ -1126,10 +1126,10 @@ def code_state() -> dict[str, Any]:
 
     def git(*args: str) -> str:
         p = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=20)
-        return p.stdout.strip()
+        return p.stdout.rstrip("\n")  # not strip(): porcelain lines start with a status column that may be blank
 
     try:
-        dirty = git("status", "--porcelain", "--", "dataplane", "cli", "pyproject.toml").splitlines()
+        dirty = git("status", "--porcelain", "--", "dataplane", "cli", "operator", "pyproject.toml").splitlines()
         return {"head": git("rev-parse", "--short", "HEAD"), "uncommitted": [line[3:] for line in dirty]}
     except (OSError, subprocess.TimeoutExpired):
         return {}

@@ -163,10 +163,12 @@ def _mock(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tollway", description="Tollway AI gateway")
+    # No abbreviated options: `--redis-password SECRET` would be read as --redis-password-file and the error
+    # would print the "path", which is the password.
+    parser = argparse.ArgumentParser(prog="tollway", description="Tollway AI gateway", allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the data plane")
+    run = sub.add_parser("run", allow_abbrev=False, help="run the data plane")
     source = run.add_mutually_exclusive_group()
     source.add_argument("--crs", action="append", metavar="DIR", help="custom resource YAML files or directories")
     source.add_argument("--config", metavar="FILE", help="a rendered config file (JSON or YAML)")
@@ -234,13 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-access-log", action="store_true")
     run.set_defaults(func=_run)
 
-    render = sub.add_parser("render", help="compile custom resource files and print the config")
+    render = sub.add_parser("render", allow_abbrev=False, help="compile custom resource files and print the config")
     render.add_argument("paths", nargs="+", metavar="PATH")
     render.add_argument("--show-secrets", action="store_true", help="print provider keys instead of redacting them")
     render.add_argument("--output", "-o", choices=("yaml", "json"), default="yaml")
     render.set_defaults(func=_render)
 
-    operator = sub.add_parser("operator", help="run the operator: compile the CRs into the data plane's config")
+    operator = sub.add_parser(
+        "operator", allow_abbrev=False, help="run the operator: compile the CRs into the data plane's config"
+    )
     watched = operator.add_mutually_exclusive_group(required=True)
     watched.add_argument("--namespace", "-n", action="append", metavar="NS", help="a namespace to watch (repeatable)")
     watched.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
@@ -269,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--log-level", default="info")
     operator.set_defaults(func=_operator)
 
-    mock = sub.add_parser("mock", help="run a mock LLM server (OpenAI protocol, scriptable)")
+    mock = sub.add_parser("mock", allow_abbrev=False, help="run a mock LLM server (OpenAI protocol, scriptable)")
     import tollway_mock
 
     tollway_mock.add_arguments(mock)
