@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is a directory of scripts, not a package
+import guardrails
 import peers
+import websearch
 from harness import BENCH, GATEWAY_CORE, LOAD_CORE, P99_LATENCY_BUDGET_MS, REPO, STREAM_BUDGET_MS, say
 
 
@@ -177,3 +179,40 @@ def print_limiter_comparison(
                 f"{cpu_new:.0f} us CPU/request; RESP client {old_m['rps']:,.0f} req/s, {cpu_old:.0f} us CPU/request "
                 f"({rps_change:+.1%} req/s, {(cpu_new - cpu_old) / cpu_old:+.1%} CPU/request)"
             )
+
+
+def print_report(doc: dict[str, Any], result_path: Path) -> None:
+    """The table and the lines under it, the separate measurements' reports, the limiter comparison, the chart."""
+    rows, upstream, wall = doc["rows"], doc["upstream_capacity"], doc["wall_seconds"]
+    decisions, compared = doc["limiter_decisions"], doc["clients_in_turns"]
+    guardrail_figures, search = doc["guardrails"], doc["web_search"]
+    print()
+    print(table(rows))
+    print()
+    sse = upstream["sse_1000_streams"]
+    print(
+        f"upstream capacity (core {LOAD_CORE}, shared with the load generator): nginx "
+        f"{fmt(upstream['nginx_max_rps'], '.0f')} req/s with p99 < 50 ms"
+        + (
+            f"; SSE server {sse['complete']}/1000 streams x 20 chunks/s complete, gap jitter p99 "
+            f"{sse['gap_jitter_ms'].get('p99')} ms, {sse['cpu_util'] * 100:.0f}% of a core"
+            if sse
+            else ""
+        )
+    )
+    print(
+        "columns: c1 = concurrency 1 (absolute); + = added vs direct in this run (ms); req/s p99<50ms = best "
+        "connection step with p99 under 50 ms; CPU/req = gateway CPU time per request at 32 connections; "
+        "streams ok = most concurrent 20 chunk/s streams with p99 added inter-chunk delay < 10 ms; RSS at idle "
+        "and at 1,000 open streams; bg = share of core 1 taken by other processes during the row"
+    )
+    for r in rows:
+        for note in r.get("notes", []):
+            print(f"  {r['name']}: {note}")
+    if "error" not in guardrail_figures:
+        print("\n" + guardrails.report(guardrail_figures))
+    print_limiter_comparison(rows, decisions, compared)
+    print("\n" + (websearch.report(search) if "rows" in search else f"web search: FAILED: {search['error']}"))
+    png = chart(result_path)
+    print(f"\nresults: {result_path.relative_to(REPO)}" + (f", chart: {png.relative_to(REPO)}" if png else ""))
+    print(f"wall time: {wall:.0f}s")

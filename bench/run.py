@@ -27,16 +27,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import guardrails  # the guardrails' own costs, measured apart from the side-by-side rows
 import peers  # bench/ is a directory of scripts, not a package
-import websearch
 from harness import (
     FULL,
     GATEWAY_CORE,
     LOAD_CORE,
     PROCS,
     QUICK,
-    REPO,
     RESULTS,
     Interference,
     Plan,
@@ -47,11 +44,8 @@ from harness import (
 )
 from measure import Bench, guardrail_costs, web_search_overhead
 from profiling import run_profile
-from report import add_deltas, chart, code_state, environment, fmt, print_limiter_comparison, table
-from targets import (
-    TARGETS,
-    Target,
-)
+from report import add_deltas, code_state, environment, print_report
+from targets import TARGETS, Target
 
 
 def _on_signal(signum: int, frame: Any) -> None:
@@ -171,36 +165,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
     }
     result_path.write_text(json.dumps(doc, indent=2) + "\n")
 
-    print()
-    print(table(rows))
-    print()
-    sse = upstream["sse_1000_streams"]
-    print(
-        f"upstream capacity (core {LOAD_CORE}, shared with the load generator): nginx "
-        f"{fmt(upstream['nginx_max_rps'], '.0f')} req/s with p99 < 50 ms"
-        + (
-            f"; SSE server {sse['complete']}/1000 streams x 20 chunks/s complete, gap jitter p99 "
-            f"{sse['gap_jitter_ms'].get('p99')} ms, {sse['cpu_util'] * 100:.0f}% of a core"
-            if sse
-            else ""
-        )
-    )
-    print(
-        "columns: c1 = concurrency 1 (absolute); + = added vs direct in this run (ms); req/s p99<50ms = best "
-        "connection step with p99 under 50 ms; CPU/req = gateway CPU time per request at 32 connections; "
-        "streams ok = most concurrent 20 chunk/s streams with p99 added inter-chunk delay < 10 ms; RSS at idle "
-        "and at 1,000 open streams; bg = share of core 1 taken by other processes during the row"
-    )
-    for r in rows:
-        for note in r.get("notes", []):
-            print(f"  {r['name']}: {note}")
-    if "error" not in guardrail_figures:
-        print("\n" + guardrails.report(guardrail_figures))
-    print_limiter_comparison(rows, decisions, compared)
-    print("\n" + (websearch.report(search) if "rows" in search else f"web search: FAILED: {search['error']}"))
-    png = chart(result_path)
-    print(f"\nresults: {result_path.relative_to(REPO)}" + (f", chart: {png.relative_to(REPO)}" if png else ""))
-    print(f"wall time: {wall:.0f}s")
+    print_report(doc, result_path)
     return 0
 
 
