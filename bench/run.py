@@ -9,7 +9,9 @@ Every gateway is pinned to core 1 (taskset -c 1); the load generators (wrk, benc
 (nginx, bench/sse_upstream.py) and Redis share core 0. Rows: direct to the upstream (the floor), nginx
 proxy_pass (the practical C limit), Tollway with a realistic feature set, LiteLLM proxy, Portkey gateway.
 Everything listens on 127.0.0.1 only; every run is bounded in time and count; every child is killed on exit.
-See bench/README.md for what each figure means.
+See bench/README.md for what each figure means. This file is the entry point; the harness, the rows, the
+measurements, the report and the profile mode are in harness.py, targets.py, measure.py, report.py and
+profiling.py next to it.
 """
 
 from __future__ import annotations
