@@ -1,0 +1,168 @@
+"""The profile mode (`--profile`): Tollway alone under py-spy while wrk drives 32 connections, and the summary
+of its collapsed stacks (self time, Tollway's inclusive time, self time per component)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is a directory of scripts, not a package
+import peers
+from harness import LOAD_CORE, PROCS, REPO, RESULTS, Plan, say
+from measure import Bench
+from report import code_state
+
+
+def run_profile(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
+    """Tollway alone under py-spy during the 32-connection throughput run."""
+    try:
+        pyspy = peers.tools().parent / "py-spy"
+    except peers.InstallError as exc:
+        say(f"cannot profile: {exc}")
+        return 1
+    bench = Bench(plan, tmp, args.quick)
+    bench.start_services()
+    target = bench.start_tollway()
+    assert target.json is not None and target.proc is not None
+    bench.check(target)
+    say("warm-up")
+    bench.wrk(target.json, 8, plan.warmup_s)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    base = RESULTS / f"profile-{stamp}"
+    seconds = plan.profile_s
+    outputs = []
+    for fmt_name, suffix in (("raw", ".collapsed.txt"), ("flamegraph", ".svg")):
+        out = Path(str(base) + suffix)
+        say(f"py-spy record ({fmt_name}) for {seconds}s while wrk runs 32 connections against Tollway")
+        cmd = [
+            str(pyspy),
+            "record",
+            "--pid",
+            str(target.proc.pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            "200",
+            "--format",
+            fmt_name,
+            "--output",
+            str(out),
+        ]
+        if fmt_name == "raw":
+            cmd.append("--nolineno")
+        if args.nonblocking:
+            cmd.append("--nonblocking")
+        spy = subprocess.Popen(
+            ["taskset", "-c", str(LOAD_CORE), *cmd],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        PROCS.children.append(("py-spy", spy))
+        time.sleep(0.5)
+        r = bench.wrk(target.json, 32, seconds)
+        try:
+            spy_out, _ = spy.communicate(timeout=seconds + 30)
+        finally:
+            PROCS.stop(spy)
+        print(f"     {r['rps']:.0f} req/s under the profiler (p99 {r['p99_ms']:.1f} ms)")
+        if not out.exists():
+            say(f"py-spy produced no output: {spy_out.decode(errors='replace')[-400:]}")
+            return 1
+        outputs.append(out)
+    PROCS.stop(target.proc)
+    state = code_state()
+    report = profile_report(outputs[0], expected=200 * seconds)
+    report = (
+        f"code at {state.get('head', '?')}"
+        + (f" + uncommitted changes in {', '.join(state['uncommitted'])}" if state.get("uncommitted") else "")
+        + "\n"
+        + report
+    )
+    summary = Path(str(base) + ".top.txt")
+    summary.write_text(report + "\n")
+    print(report)
+    print(
+        f"\nflamegraph: {outputs[1].relative_to(REPO)}; stacks: {outputs[0].relative_to(REPO)}; "
+        f"summary: {summary.relative_to(REPO)}"
+    )
+    return 0
+
+
+def profile_report(collapsed: Path, expected: int, top: int = 25) -> str:
+    """Self time per function (leaf frame), inclusive time of Tollway's own functions and self time per
+    component, for the event-loop thread, from py-spy's collapsed stacks (idle samples are not recorded)."""
+    self_time: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    groups: dict[str, int] = {}
+    total = other_threads = 0
+    entry = ("main (tollway_cli/main.py)", "_run (tollway_cli/main.py)", "run (tollway_dataplane/server.py)")
+    for line in collapsed.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        if not any(f.startswith("<module>") for f in frames[:3]):  # a helper thread (executor, DNS), not the loop
+            other_threads += n
+            continue
+        total += n
+        leaf = frames[-1]
+        self_time[leaf] = self_time.get(leaf, 0) + n
+        groups[_group(leaf)] = groups.get(_group(leaf), 0) + n
+        for frame in set(frames):
+            if "tollway_dataplane" in frame and not frame.endswith(entry):
+                inclusive[frame] = inclusive.get(frame, 0) + n
+    if not total:
+        return "no samples"
+    lines = [
+        f"Tollway's event-loop thread under 32 connections: {total} busy samples of {expected} "
+        f"(~{100 * total / expected:.0f}% of the time on CPU; helper threads: {other_threads} samples); "
+        "% below are of the loop thread's busy time",
+        f"top {top} functions by self time:",
+    ]
+    for frame, n in sorted(self_time.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * n / total:5.1f}%  {_short(frame)}")
+    lines.append("Tollway functions by inclusive time (self + callees):")
+    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:15]:
+        lines.append(f"  {100 * n / total:5.1f}%  {_short(frame)}")
+    lines.append("self time by component:")
+    for g, n in sorted(groups.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {100 * n / total:5.1f}%  {g}")
+    return "\n".join(lines)
+
+
+def _short(frame: str) -> str:
+    m = re.match(r"(.*) \((.*)\)$", frame)
+    if not m:
+        return frame
+    func, path = m.groups()
+    for marker in ("site-packages/", "dataplane/", "lib/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{func}  ({path})"
+
+
+def _group(frame: str) -> str:
+    path = frame.rpartition("(")[2]
+    for marker, name in (
+        ("tollway_dataplane", "tollway_dataplane"),
+        ("aiohttp", "aiohttp"),
+        ("redis", "redis-py"),
+        ("prometheus_client", "prometheus_client"),
+        ("multidict", "multidict/yarl"),
+        ("yarl", "multidict/yarl"),
+        ("logging", "logging"),
+        ("asyncio", "asyncio"),
+        ("uvloop", "uvloop"),
+    ):
+        if marker in path:
+            return name
+    return "other (stdlib, native, loop internals)"
