@@ -210,6 +210,29 @@ def test_dashboard_queries_name_exported_metrics() -> None:
             assert used <= exported, (panel["title"], used - exported)
 
 
+def test_dashboard_panels_have_unique_ids_and_sit_under_their_row() -> None:
+    """Grafana tells panels apart by id (two with one id share links and edits), and a row holds the panels below
+    it down to the next row, so the cache panels need a row of their own and no panel may overlap another."""
+    panels = json.loads((ROOT / "helm/tollway/dashboards/tollway.json").read_text())["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    cells: set[tuple[int, int]] = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        area = {
+            (x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not area & cells, panel["title"]
+        cells |= area
+    rows = sorted((p["gridPos"]["y"], p["title"]) for p in panels if p["type"] == "row")
+
+    def row_of(panel: dict) -> str:
+        return [title for y, title in rows if y < panel["gridPos"]["y"]][-1]
+
+    cache = [p for p in panels if "tollway_cache_" in json.dumps(p.get("targets"))]
+    assert cache and {row_of(p) for p in cache} == {"Response cache"}
+
+
 async def test_buffered_access_log_sink_writes_every_line_once_per_turn() -> None:
     import asyncio
     import os
