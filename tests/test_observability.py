@@ -224,13 +224,35 @@ def test_dashboard_panels_have_unique_ids_and_sit_under_their_row() -> None:
         }
         assert not area & cells, panel["title"]
         cells |= area
-    rows = sorted((p["gridPos"]["y"], p["title"]) for p in panels if p["type"] == "row")
-
-    def row_of(panel: dict) -> str:
-        return [title for y, title in rows if y < panel["gridPos"]["y"]][-1]
-
     cache = [p for p in panels if "tollway_cache_" in json.dumps(p.get("targets"))]
-    assert cache and {row_of(p) for p in cache} == {"Response cache"}
+    assert cache and {_row_of(p, panels) for p in cache} == {"Response cache"}
+
+
+def _row_of(panel: dict, panels: list[dict]) -> str:
+    rows = sorted((p["gridPos"]["y"], p["title"]) for p in panels if p["type"] == "row")
+    return [title for y, title in rows if y < panel["gridPos"]["y"]][-1]
+
+
+def test_the_load_balancing_row_shows_the_endpoint_metrics() -> None:
+    """Pools with endpoints can be watched: queue and KV-cache use and picks per server, saturation per pool, and
+    whether the servers' metrics are fresh (stale servers are skipped)."""
+    panels = json.loads((ROOT / "helm/tollway/dashboards/tollway.json").read_text())["panels"]
+    row = [p for p in panels if p["type"] != "row" and _row_of(p, panels).startswith("Inference-aware load balancing")]
+    used = {name for p in row for t in p["targets"] for name in re.findall(r"\btollway_[a-z_]+", t["expr"])}
+    assert used == {
+        "tollway_endpoint_queue",
+        "tollway_endpoint_running",
+        "tollway_endpoint_kv_cache_usage_ratio",
+        "tollway_endpoint_picks_total",
+        "tollway_endpoint_in_flight",
+        "tollway_endpoint_scrape_age_seconds",
+        "tollway_endpoint_scrape_errors_total",
+        "tollway_endpoint_usable",
+        "tollway_pool_saturated_total",
+    }
+    gauges = [t["expr"] for p in row for t in p["targets"] if "rate(" not in t["expr"]]
+    # Every replica scrapes the same servers: what a server reported is taken once, not summed over replicas.
+    assert all(e.startswith("max by") for e in gauges if "_queue" in e or "_kv_cache" in e or "_running" in e)
 
 
 async def test_buffered_access_log_sink_writes_every_line_once_per_turn() -> None:
