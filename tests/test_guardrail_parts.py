@@ -332,7 +332,7 @@ async def test_an_unknown_dialect_fails_closed_and_open_passes_counted() -> None
         notes: dict[str, Any] = {}
         config = Guardrails(checkers=(checker.config,), failure_policy=policy)
         guard = ResponseGuard(config, [checker], CONTEXT, Ledger(notes, "r", "c"))
-        chain = FilterChain([guard], Answer(body=b"{}", dialect="anthropic"))
+        chain = FilterChain([guard], Answer(body=b"{}", dialect="a-dialect-from-the-future"))
         if policy == "closed":
             with pytest.raises(GuardrailBlocked):
                 await chain.body(b'{"content": [{"type": "text", "text": "x"}]}')
