@@ -6,6 +6,11 @@ Everything the guardrails need to know about a shape is behind `AnswerView`, so 
 class registered in `VIEWS`. A dialect without a view is never passed unchecked: the filter fails closed (or, under
 failurePolicy open, lets it through and counts the checker error), and says so.
 
+A stream is written through a `StreamView` the view makes for it: it sees every event as it goes to the caller
+(with the text the window gave it) and writes the blocked ending. Chat and Messages streams need nothing more
+than the view itself (`PlainStream`); a Responses stream repeats its text in later events, so its stream view keeps
+what was sent (responses_view.py).
+
 Request-side replies (a blocked request answered as a completion) are always OpenAI chat: the caller's protocol,
 the last filter of the chain, converts them like any answer.
 """
@@ -17,10 +22,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from ...answer import OPENAI
+from ...answer import OPENAI, RESPONSES
 from ...providers.anthropic import ANTHROPIC
 from ...providers.chat import DONE_EVENT
 from ...sse import event_data
+from .responses_view import ResponsesView
 
 CONTENT_FILTER = "content_filter"
 
@@ -44,17 +50,45 @@ class AnswerView(Protocol):
         """The answer text an SSE event adds (None: it adds none: a role, a finish, usage, the end)."""
         ...
 
-    def with_event_text(self, event: bytes, text: str) -> bytes:
-        """The event with its text replaced."""
-        ...
-
     def ends_answer(self, event: bytes) -> bool:
         """The event finishes the answer (no text follows it)."""
         ...
 
-    def block_events(self, first_event: bytes | None, message: str | None) -> list[bytes]:
-        """The events that end a stream blocked (`first_event`, the stream's first, gives ids and model)."""
+    def stream(self) -> StreamView:
+        """What writes one stream's events to the caller."""
         ...
+
+
+class StreamView(Protocol):
+    def sent(self, event: bytes, text: str | None) -> bytes:
+        """The event on its way to the caller, `text` its new text when the window changed it: what to send."""
+        ...
+
+    def block_events(self, first_event: bytes | None, message: str | None) -> list[bytes]:
+        """The events that end the stream blocked, after what was sent (`first_event`, the stream's first, gives
+        ids and model even when it was held back and dropped)."""
+        ...
+
+
+class _EventRewriter(Protocol):
+    def with_event_text(self, event: bytes, text: str) -> bytes: ...
+
+    def block_events(self, first_event: bytes | None, message: str | None) -> list[bytes]: ...
+
+
+class PlainStream:
+    """A stream whose events each stand alone: a rewritten event is all that changes, the block ending is fixed."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, view: _EventRewriter):
+        self._view = view
+
+    def sent(self, event: bytes, text: str | None) -> bytes:
+        return event if text is None else self._view.with_event_text(event, text)
+
+    def block_events(self, first_event: bytes | None, message: str | None) -> list[bytes]:
+        return self._view.block_events(first_event, message)
 
 
 class OpenAIView:
@@ -147,6 +181,9 @@ class OpenAIView:
         }
         return [b"data: " + orjson.dumps(chunk) + b"\n\n", DONE_EVENT]
 
+    def stream(self) -> StreamView:
+        return PlainStream(self)
+
 
 class AnthropicView:
     """A native Messages answer (a `/messages` request an Anthropic pool served as sent): the text blocks of the
@@ -204,6 +241,9 @@ class AnthropicView:
         stop["usage"] = {"output_tokens": 0}
         return [*out, _sse("message_delta", stop), _sse("message_stop", {"type": "message_stop"})]
 
+    def stream(self) -> StreamView:
+        return PlainStream(self)
+
 
 def _is_text_block(block: Any) -> bool:
     return isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
@@ -213,7 +253,7 @@ def _sse(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
-VIEWS: dict[str, AnswerView] = {OPENAI: OpenAIView(), ANTHROPIC: AnthropicView()}
+VIEWS: dict[str, AnswerView] = {OPENAI: OpenAIView(), ANTHROPIC: AnthropicView(), RESPONSES: ResponsesView()}
 
 
 def view_for(dialect: str) -> AnswerView | None:
