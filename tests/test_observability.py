@@ -7,10 +7,12 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from conftest import GatewayFactory, GatewayHandle, MockLLM, read_sse
+from fixtures.providers.support import provider_crs
 from tollway_dataplane.metrics import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,6 +176,31 @@ async def test_metrics_access_log_and_cost(make_gateway: GatewayFactory, mock_ll
     for secret in SECRETS:
         assert secret not in everything
     assert "authorization" not in everything.lower()
+
+
+NATIVE = {"anthropic": "/v1/messages", "openai": "/v1/responses"}  # a pool answering its own protocol as sent
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("provider", sorted(NATIVE))
+async def test_prompt_capture_reads_native_answers(
+    make_gateway: GatewayFactory, mock_llm: MockLLM, logs: Lines, provider: str, stream: bool
+) -> None:
+    """With --log-prompts, an answer the provider gave in the caller's own protocol is logged like any other."""
+    handle = await make_gateway(provider_crs(mock_llm.url, provider), log_text=True, log_text_limit=200)
+    await mock_llm.script({"content": "the native answer, key sk-leaked-in-answer-0123456789"})
+    if provider == "anthropic":
+        body: dict[str, Any] = {"model": "mock-gpt", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+    else:
+        body = {"model": "mock-gpt", "input": "hi"}
+    async with handle.post(NATIVE[provider], {**body, "stream": stream}) as response:
+        assert response.status == 200, await response.text()
+        await response.read()
+    (sent,) = await mock_llm.requests()
+    assert sent["path"].endswith(NATIVE[provider].removeprefix("/v1"))  # served natively, not translated
+    (line,) = [json.loads(x)["ai_log"] for x in logs.lines if '"ai_log"' in x]
+    assert line["completion"] == "the native answer, key [REDACTED]"
+    assert "hi" in line["prompt"]
 
 
 def test_consumer_label_guard() -> None:

@@ -2,12 +2,13 @@
 as sent, so the answer is a response object or the Responses event stream rather than chat completions.
 
 Texts are the `output_text` parts of the response's message items, and the `response.output_text.delta` events of
-a stream. Unlike chat chunks, a Responses stream says its text twice: `response.output_text.done`,
-`response.content_part.done`, `response.output_item.done` and the terminal response repeat it whole, and that is
-where clients read it (the OpenAI SDK's final response, an agent's finished items, the response the gateway
-stores for `previous_response_id`). So each stream gets a `ResponsesStream` that sees every event the caller is
-sent, keeps the text each content part was sent as, and where the window changed a part makes the repeats say
-what the deltas said. Streams nobody masked go out byte for byte.
+a stream, read by dialects.ResponsesText (which prompt capture shares). Unlike chat chunks, a Responses stream
+says its text twice: `response.output_text.done`, `response.content_part.done`, `response.output_item.done` and
+the terminal response repeat it whole, and that is where clients read it (the OpenAI SDK's final response, an
+agent's finished items, the response the gateway stores for `previous_response_id`). So each stream gets a
+`ResponsesStream` that sees every event the caller is sent, keeps the text each content part was sent as, and
+where the window changed a part makes the repeats say what the deltas said. Streams nobody masked go out byte
+for byte.
 
 A blocked answer uses the API's own words: status `incomplete` with `incomplete_details.reason` `content_filter`.
 A blocked stream closes the items the caller saw open (as `incomplete`, with the text they were sent), adds the
@@ -19,23 +20,25 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
-from ...answer import RESPONSES
-from ...sse import event_data
+from ...dialects import (
+    CONTENT_FILTER,
+    RESPONSE_ENDINGS,
+    ResponsesText,
+    event_json,
+    loads_object,
+    output_text_parts,
+)
 
-CONTENT_FILTER = "content_filter"
 _BEGINNINGS = ("response.created", "response.in_progress")
-_ENDINGS = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
-_ENDING_MARKERS = (b"response.completed", b"response.incomplete", b"response.failed", b'"type":"error"')
 # The kinds a stream view decodes; anything else (reasoning, annotations, refusals) passes undecoded.
 _TRACKED = frozenset(
     {
         *_BEGINNINGS,
-        *_ENDINGS,
+        *RESPONSE_ENDINGS,
         "response.output_item.added",
         "response.output_item.done",
         "response.content_part.added",
@@ -51,17 +54,9 @@ _SEQUENCE = re.compile(rb'"sequence_number":\s*(\d+)')
 PartKey = tuple[str, int]  # (item id, content index)
 
 
-class ResponsesView:
-    dialect = RESPONSES
-
-    def body_texts(self, body: bytes) -> list[str] | None:
-        data = _loads(body)
-        if data is None or not isinstance(data.get("output"), list):
-            return None
-        return [part["text"] for part in output_text_parts(data["output"])]
-
+class ResponsesView(ResponsesText):
     def rewrite_body(self, body: bytes, texts: list[str]) -> bytes:
-        data = _loads(body) or {}
+        data = loads_object(body) or {}
         for part, text in zip(output_text_parts(data.get("output") or []), texts, strict=False):
             part["text"] = text
         return orjson.dumps(data)
@@ -69,22 +64,7 @@ class ResponsesView:
     def blocked_body(self, body: bytes, message: str | None) -> bytes:
         # Every output item goes: tool calls and reasoning were not checked, and the answer is refused whole.
         output = [_message(_new_id("msg"), message, "incomplete")] if message else []
-        return orjson.dumps(_blocked(_loads(body) or {}, output))
-
-    def event_text(self, event: bytes) -> str | None:
-        if b"output_text.delta" not in event:
-            return None
-        data = _event_json(event)
-        if data is None or data.get("type") != "response.output_text.delta":
-            return None
-        delta = data.get("delta")
-        return delta or None if isinstance(delta, str) else None
-
-    def ends_answer(self, event: bytes) -> bool:
-        if not any(marker in event for marker in _ENDING_MARKERS):
-            return False
-        data = _event_json(event)  # the marker may be inside some text
-        return data is not None and data.get("type") in _ENDINGS
+        return orjson.dumps(_blocked(loads_object(body) or {}, output))
 
     def stream(self) -> ResponsesStream:
         return ResponsesStream()
@@ -108,11 +88,11 @@ class ResponsesStream:
 
     def sent(self, event: bytes, text: str | None) -> bytes:
         kind = _kind(event)
-        if kind and (kind not in _TRACKED or (kind in _ENDINGS and not self._altered)):
+        if kind and (kind not in _TRACKED or (kind in RESPONSE_ENDINGS and not self._altered)):
             found = _SEQUENCE.search(event)  # nothing to read or rewrite in it but its number
             self._last = max(self._last, int(found.group(1))) if found else self._last
             return event
-        data = _event_json(event)
+        data = event_json(event)
         if data is None:
             return event
         sequence = data.get("sequence_number")
@@ -162,7 +142,7 @@ class ResponsesStream:
             if key in self._altered:
                 data["text"] = self._sent_text(key)
                 return True
-        elif kind in _ENDINGS:  # the whole response again
+        elif kind in RESPONSE_ENDINGS:  # the whole response again
             response = data.get("response")
             output = response.get("output") if isinstance(response, dict) else None
             items = output if isinstance(output, list) else []
@@ -189,7 +169,7 @@ class ResponsesStream:
         out: list[bytes] = []
         response = self._response
         if response is None:  # the stream's beginning was held back with the blocked text: the caller has nothing
-            first = _event_json(first_event) if first_event is not None else None
+            first = event_json(first_event) if first_event is not None else None
             begun = first.get("response") if first is not None and first.get("type") in _BEGINNINGS else None
             response = begun if isinstance(begun, dict) else {"id": _new_id("resp"), "object": "response"}
             out.append(self._event("response.created", response={**response, "status": "in_progress"}))
@@ -251,15 +231,6 @@ class ResponsesStream:
         ]
 
 
-def output_text_parts(output: list[Any]) -> Iterator[dict[str, Any]]:
-    """The `output_text` parts of a response's message items, in order."""
-    for item in output:
-        if isinstance(item, dict) and item.get("type") == "message" and isinstance(item.get("content"), list):
-            for part in item["content"]:
-                if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str):
-                    yield part
-
-
 def _blocked(response: dict[str, Any], output: list[dict[str, Any]]) -> dict[str, Any]:
     incomplete = {"status": "incomplete", "incomplete_details": {"reason": CONTENT_FILTER}, "completed_at": None}
     return {**response, **incomplete, "output": output}
@@ -293,16 +264,3 @@ def _kind(event: bytes) -> str:
 
 def _sse(data: dict[str, Any]) -> bytes:
     return b"event: " + str(data.get("type")).encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-
-
-def _loads(body: bytes) -> dict[str, Any] | None:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _event_json(event: bytes) -> dict[str, Any] | None:
-    payload = event_data(event)
-    return _loads(payload) if payload.startswith(b"{") else None

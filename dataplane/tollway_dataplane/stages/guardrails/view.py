@@ -2,8 +2,9 @@
 
 Response filters receive answers in their dialect (`Answer.dialect`): OpenAI chat (and legacy completions) for
 every translated answer today; native pass-through answers ("anthropic", "responses") keep the provider's shape.
-Everything the guardrails need to know about a shape is behind `AnswerView`, so supporting a dialect is one
-class registered in `VIEWS`. A dialect without a view is never passed unchecked: the filter fails closed (or, under
+Everything the guardrails need to know about a shape is behind `AnswerView`: reading its text, the half prompt
+capture shares (dialects.py), and rewriting and ending it, here; supporting a dialect is one class registered in
+`VIEWS`. A dialect without a view is never passed unchecked: the filter fails closed (or, under
 failurePolicy open, lets it through and counts the checker error), and says so.
 
 A stream is written through a `StreamView` the view makes for it: it sees every event as it goes to the caller
@@ -23,35 +24,28 @@ from typing import Any, Protocol
 import orjson
 
 from ...answer import OPENAI, RESPONSES
+from ...dialects import (
+    CONTENT_FILTER,
+    AnthropicText,
+    OpenAIText,
+    TextReader,
+    delta_text,
+    event_json,
+    is_text_block,
+    loads_object,
+)
 from ...providers.anthropic import ANTHROPIC
 from ...providers.chat import DONE_EVENT
-from ...sse import event_data
 from .responses_view import ResponsesView
 
-CONTENT_FILTER = "content_filter"
 
-
-class AnswerView(Protocol):
-    dialect: str
-
-    def body_texts(self, body: bytes) -> list[str] | None:
-        """The answer texts of a whole body, one per choice (None: not an answer this view can read)."""
-        ...
-
+class AnswerView(TextReader, Protocol):
     def rewrite_body(self, body: bytes, texts: list[str]) -> bytes:
         """The body with its texts (as `body_texts` listed them) replaced."""
         ...
 
     def blocked_body(self, body: bytes, message: str | None) -> bytes:
         """The body as a blocked answer: the message as its text (or none), finish reason content_filter."""
-        ...
-
-    def event_text(self, event: bytes) -> str | None:
-        """The answer text an SSE event adds (None: it adds none: a role, a finish, usage, the end)."""
-        ...
-
-    def ends_answer(self, event: bytes) -> bool:
-        """The event finishes the answer (no text follows it)."""
         ...
 
     def stream(self) -> StreamView:
@@ -91,20 +85,11 @@ class PlainStream:
         return self._view.block_events(first_event, message)
 
 
-class OpenAIView:
+class OpenAIView(OpenAIText):
     """chat.completion / chat.completion.chunk, and text_completion (legacy completions), choice by choice."""
 
-    dialect = OPENAI
-
-    def body_texts(self, body: bytes) -> list[str] | None:
-        data = _loads(body)
-        choices = data.get("choices") if data is not None else None
-        if not isinstance(choices, list):
-            return None
-        return [_choice_text(c) for c in choices]
-
     def rewrite_body(self, body: bytes, texts: list[str]) -> bytes:
-        data = _loads(body) or {}
+        data = loads_object(body) or {}
         choices = data.get("choices") or []
         for choice, text in zip(choices, texts, strict=False):
             if isinstance(choice, dict):
@@ -112,7 +97,7 @@ class OpenAIView:
         return orjson.dumps(data)
 
     def blocked_body(self, body: bytes, message: str | None) -> bytes:
-        data = _loads(body) or {}
+        data = loads_object(body) or {}
         choices = data.get("choices") or [{"index": 0}]
         for choice in choices:
             if isinstance(choice, dict):
@@ -125,41 +110,21 @@ class OpenAIView:
         data["choices"] = choices
         return orjson.dumps(data)
 
-    def event_text(self, event: bytes) -> str | None:
-        if b'"content"' not in event and b'"text"' not in event:
-            return None  # the common text-less events (usage, finish, [DONE]) without decoding
-        data = _event_json(event)
-        if data is None:
-            return None
-        texts = [_delta_text(c) for c in data.get("choices") or () if isinstance(c, dict)]
-        text = "".join(t for t in texts if t)
-        return text or None
-
     def with_event_text(self, event: bytes, text: str) -> bytes:
-        data = _event_json(event)
+        data = event_json(event)
         if data is None:
             return event
         first = True
         for choice in data.get("choices") or ():
-            if not isinstance(choice, dict) or not _delta_text(choice):
+            if not isinstance(choice, dict) or not delta_text(choice):
                 continue
             # n > 1 streams are checked as one text: the rewritten text goes to the first choice carrying text.
             _set_delta_text(choice, text if first else "")
             first = False
         return b"data: " + orjson.dumps(data) + b"\n\n"
 
-    def ends_answer(self, event: bytes) -> bool:
-        if b"[DONE]" in event and event_data(event) == b"[DONE]":
-            return True
-        if b'"finish_reason":null' in event or b'"finish_reason"' not in event:
-            return False
-        data = _event_json(event)
-        return data is not None and any(
-            isinstance(c, dict) and c.get("finish_reason") for c in data.get("choices") or ()
-        )
-
     def block_events(self, first_event: bytes | None, message: str | None) -> list[bytes]:
-        base = _event_json(first_event) if first_event is not None else None
+        base = event_json(first_event) if first_event is not None else None
         base = base or {}
         legacy = base.get("object") == "text_completion"
         choice: dict[str, Any] = (
@@ -185,49 +150,31 @@ class OpenAIView:
         return PlainStream(self)
 
 
-class AnthropicView:
+class AnthropicView(AnthropicText):
     """A native Messages answer (a `/messages` request an Anthropic pool served as sent): the text blocks of the
     message, and the `text_delta`s of its stream. A blocked answer stops with `refusal`, Anthropic's own word."""
 
-    dialect = ANTHROPIC
-
-    def body_texts(self, body: bytes) -> list[str] | None:
-        data = _loads(body)
-        content = data.get("content") if data is not None else None
-        if not isinstance(content, list):
-            return None
-        return ["".join(b["text"] for b in content if _is_text_block(b))]
-
     def rewrite_body(self, body: bytes, texts: list[str]) -> bytes:
-        data = _loads(body) or {}
+        data = loads_object(body) or {}
         first = True
         for block in data.get("content") or ():
-            if _is_text_block(block):
+            if is_text_block(block):
                 block["text"] = texts[0] if first and texts else ""  # one text per answer: it goes to the first
                 first = False
         return orjson.dumps(data)
 
     def blocked_body(self, body: bytes, message: str | None) -> bytes:
-        data = _loads(body) or {}
+        data = loads_object(body) or {}
         data["content"] = [{"type": "text", "text": message}] if message else []
         data["stop_reason"] = "refusal"
         return orjson.dumps(data)
 
-    def event_text(self, event: bytes) -> str | None:
-        if b'"text_delta"' not in event:
-            return None
-        delta = (_event_json(event) or {}).get("delta")
-        return delta.get("text") or None if isinstance(delta, dict) and isinstance(delta.get("text"), str) else None
-
     def with_event_text(self, event: bytes, text: str) -> bytes:
-        data = _event_json(event)
+        data = event_json(event)
         if data is None or not isinstance(data.get("delta"), dict):
             return event
         data["delta"]["text"] = text
         return b"event: content_block_delta\ndata: " + orjson.dumps(data) + b"\n\n"
-
-    def ends_answer(self, event: bytes) -> bool:
-        return event.startswith((b"event: message_delta", b"event: message_stop"))
 
     def block_events(self, first_event: bytes | None, message: str | None) -> list[bytes]:
         out = []
@@ -245,10 +192,6 @@ class AnthropicView:
         return PlainStream(self)
 
 
-def _is_text_block(block: Any) -> bool:
-    return isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
-
-
 def _sse(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
@@ -260,36 +203,6 @@ def view_for(dialect: str) -> AnswerView | None:
     return VIEWS.get(dialect)
 
 
-def _loads(body: bytes) -> dict[str, Any] | None:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _event_json(event: bytes) -> dict[str, Any] | None:
-    payload = event_data(event)
-    return _loads(payload) if payload.startswith(b"{") else None
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
-def _choice_text(choice: Any) -> str:
-    if not isinstance(choice, dict):
-        return ""
-    message = choice.get("message")
-    if isinstance(message, dict):
-        return _text_of(message.get("content"))
-    return choice["text"] if isinstance(choice.get("text"), str) else ""
-
-
 def _set_choice_text(choice: dict[str, Any], text: str) -> None:
     message = choice.get("message")
     if isinstance(message, dict):
@@ -298,15 +211,6 @@ def _set_choice_text(choice: dict[str, Any], text: str) -> None:
         choice["text"] = text
     else:
         choice["message"] = {"role": "assistant", "content": text}
-
-
-def _delta_text(choice: dict[str, Any]) -> str:
-    delta = choice.get("delta")
-    if isinstance(delta, dict):
-        content = delta.get("content")
-        return content if isinstance(content, str) else ""
-    text = choice.get("text")
-    return text if isinstance(text, str) else ""
 
 
 def _set_delta_text(choice: dict[str, Any], text: str) -> None:
