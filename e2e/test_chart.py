@@ -70,6 +70,14 @@ VALUE_SETS = {
         "mock.enabled=true",
         "--set",
         "dataplane.logPrompts=true",
+        "--set",
+        "dataplane.logTextLimit=500",
+        "--set",
+        "dataplane.accessLog=false",
+        "--set",
+        "dataplane.cacheMaxBytes=64Mi",
+        "--set",
+        "dataplane.responsesTtl=2h",
     ],
 }
 

@@ -9,12 +9,14 @@ from typing import Any
 
 import orjson
 import pytest
+from fixtures.openresponses.schema import assert_events, assert_response
 from tollway_contract.model import Checker, Guardrails, RulesSettings, WebhookSettings
 from tollway_dataplane.answer import Answer
 from tollway_dataplane.stages.base import EndStream
 from tollway_dataplane.stages.guardrails import acs3, judge
 from tollway_dataplane.stages.guardrails.detectors import DETECTORS, cn_id_check, luhn
 from tollway_dataplane.stages.guardrails.respond import ResponseGuard
+from tollway_dataplane.stages.guardrails.responses_view import ResponsesView
 from tollway_dataplane.stages.guardrails.rules import RulesChecker
 from tollway_dataplane.stages.guardrails.stream import StreamWindow
 from tollway_dataplane.stages.guardrails.verdict import CheckContext, Ledger, Result
@@ -205,6 +207,132 @@ def test_view_reads_whole_answers_and_legacy_completions() -> None:
     assert [c["finish_reason"] for c in blocked["choices"]] == ["content_filter"] * 2
 
 
+# -- the Responses view: a native stream repeats its text -------------------------------------------------------
+
+
+def responses_events(parts: list[str], *, framed: bool = True) -> list[bytes]:
+    """A native Responses stream with one message of these text parts, a delta per character; `framed`: with the
+    `event:` line the OpenAI API sends (some servers send only `data:`)."""
+    events: list[dict[str, Any]] = []
+
+    def add(kind: str, **fields: Any) -> None:
+        events.append({"type": kind, "sequence_number": len(events), **fields})
+
+    response = {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "completed_at": None,
+        "status": "in_progress",
+        "incomplete_details": None,
+        "model": "m",
+        "previous_response_id": None,
+        "instructions": None,
+        "output": [],
+        "error": None,
+        "tools": [],
+        "tool_choice": "auto",
+        "truncation": "disabled",
+        "parallel_tool_calls": True,
+        "text": {"format": {"type": "text"}},
+        "top_p": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "top_logprobs": 0,
+        "temperature": 1.0,
+        "reasoning": None,
+        "usage": None,
+        "max_output_tokens": None,
+        "max_tool_calls": None,
+        "store": True,
+        "background": False,
+        "service_tier": "default",
+        "metadata": {},
+        "safety_identifier": None,
+        "prompt_cache_key": None,
+    }
+    add("response.created", response=response)
+    item = {"id": "msg_1", "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+    add("response.output_item.added", output_index=0, item=item)
+    done_parts = []
+    for index, text in enumerate(parts):
+        where = {"item_id": "msg_1", "output_index": 0, "content_index": index}
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        add("response.content_part.added", **where, part=part)
+        for character in text:
+            add("response.output_text.delta", **where, delta=character, logprobs=[])
+        add("response.output_text.done", **where, text=text, logprobs=[])
+        done_parts.append({**part, "text": text})
+        add("response.content_part.done", **where, part=done_parts[-1])
+    item = {**item, "status": "completed", "content": done_parts}
+    add("response.output_item.done", output_index=0, item=item)
+    add("response.completed", response={**response, "status": "completed", "completed_at": 2, "output": [item]})
+    frame = (lambda e: b"event: " + e["type"].encode() + b"\n") if framed else (lambda e: b"")
+    return [frame(e) + b"data: " + orjson.dumps(e) + b"\n\n" for e in events]
+
+
+@pytest.mark.parametrize("framed", [True, False])
+async def test_a_masked_responses_stream_repeats_what_its_deltas_said(framed: bool) -> None:
+    config = Guardrails(checkers=(rules(detectors=("email",)).config,), stream_window=24)
+    w = StreamWindow(config, ResponsesView(), [rules(detectors=("email",))], CONTEXT, ledger())
+    upstream = responses_events(["Hello there.", "Mail alice@example.com today."], framed=framed)
+    out = [e for event in upstream for e in await w.feed([event])] + await w.finish()
+    payloads = [orjson.loads(e.split(b"data: ", 1)[1]) for e in out]
+    assert_events(payloads)
+    masked = "Mail [EMAIL] today."
+    assert "".join(p["delta"] for p in payloads if p["type"] == "response.output_text.delta") == "Hello there." + masked
+    assert [p["text"] for p in payloads if p["type"] == "response.output_text.done"] == ["Hello there.", masked]
+    first_done = next(e for e in upstream if b"output_text.done" in e)
+    assert first_done in out  # the part nobody masked goes out byte for byte
+    (final,) = [p["response"] for p in payloads if p["type"] == "response.completed"]
+    assert [part["text"] for part in final["output"][0]["content"]] == ["Hello there.", masked]
+    (item,) = [p["item"] for p in payloads if p["type"] == "response.output_item.done"]
+    assert [part["text"] for part in item["content"]] == ["Hello there.", masked]
+
+
+async def test_a_responses_stream_blocked_before_anything_went_out_still_begins() -> None:
+    upstream = responses_events(["forbidden"])
+    stream = ResponsesView().stream()
+    end = stream.block_events(upstream[0], "No.")
+    payloads = [orjson.loads(e.split(b"data: ", 1)[1]) for e in end]
+    assert_events(payloads)
+    assert [payloads[0]["type"], payloads[-1]["type"]] == ["response.created", "response.incomplete"]
+    assert payloads[-1]["response"]["id"] == "resp_1"
+    assert payloads[-1]["response"]["output"][0]["content"][0]["text"] == "No."
+
+
+async def test_a_blocked_responses_stream_closes_what_the_caller_saw_open() -> None:
+    upstream = responses_events(["Hello there, friend."])
+    stream = ResponsesView().stream()
+    sent = [stream.sent(e, None) for e in upstream[:8]]  # created, item and part added, five deltas
+    payloads = [orjson.loads(e.split(b"data: ", 1)[1]) for e in sent + stream.block_events(upstream[0], None)]
+    assert_events(payloads)
+    assert [p["type"] for p in payloads[8:]] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.incomplete",
+    ]
+    assert payloads[8]["text"] == "Hello" and payloads[10]["item"]["status"] == "incomplete"
+    final = payloads[-1]["response"]
+    assert final["output"][0]["content"][0]["text"] == "Hello"
+    assert final["incomplete_details"] == {"reason": "content_filter"}
+
+
+def test_the_responses_view_reads_rewrites_and_blocks_whole_answers() -> None:
+    body = orjson.loads(responses_events(["a", "b"])[-1].split(b"data: ", 1)[1])["response"]
+    body["output"].insert(0, {"id": "fc_1", "type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"})
+    raw = orjson.dumps(body)
+    view = ResponsesView()
+    assert view.body_texts(raw) == ["a", "b"]
+    rewritten = orjson.loads(view.rewrite_body(raw, ["x", "y"]))
+    assert [p["text"] for p in rewritten["output"][1]["content"]] == ["x", "y"]
+    blocked = orjson.loads(view.blocked_body(raw, "No."))
+    assert_response(blocked)
+    assert (blocked["status"], blocked["incomplete_details"]["reason"]) == ("incomplete", "content_filter")
+    assert [item["type"] for item in blocked["output"]] == ["message"]  # the unchecked tool call is gone too
+
+
 # -- the stream window -----------------------------------------------------------------------------------------
 
 
@@ -332,7 +460,7 @@ async def test_an_unknown_dialect_fails_closed_and_open_passes_counted() -> None
         notes: dict[str, Any] = {}
         config = Guardrails(checkers=(checker.config,), failure_policy=policy)
         guard = ResponseGuard(config, [checker], CONTEXT, Ledger(notes, "r", "c"))
-        chain = FilterChain([guard], Answer(body=b"{}", dialect="anthropic"))
+        chain = FilterChain([guard], Answer(body=b"{}", dialect="a-dialect-from-the-future"))
         if policy == "closed":
             with pytest.raises(GuardrailBlocked):
                 await chain.body(b'{"content": [{"type": "text", "text": "x"}]}')

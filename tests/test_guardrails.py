@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import openai
 import orjson
 import pytest
 from conftest import GatewayFactory, GatewayHandle, MockLLM, quickstart_crs, read_sse, start_app
+from fixtures.openresponses.schema import assert_events, assert_response
 from guardrail_servers import (
     ALIYUN_KEY_ID,
     ALIYUN_KEY_SECRET,
@@ -735,3 +737,119 @@ async def test_native_messages_are_masked_both_ways(make_gateway: GatewayFactory
     assert sent["thinking"] == body["thinking"]  # still the caller's request, masked where it had to be
     assert sent["system"] == [{"type": "text", "text": "mail [EMAIL]", "cache_control": {"type": "ephemeral"}}]
     assert sent["messages"][0]["content"][0]["text"] == "my card is [CREDIT_CARD]"
+
+
+# -- the /v1/responses entry on a pool that speaks it ----------------------------------------------------------------
+
+
+def native_responses_crs(upstream: str, guardrails: str) -> dict[str, str]:
+    """The guarded route on an `openai` pool: a /v1/responses request is sent as it came, answered in kind."""
+    files = guarded_crs(upstream, None, guardrails)
+    files["pool.yaml"] = files["pool.yaml"].replace("provider: openai-compatible", "provider: openai")
+    return files
+
+
+async def responses_stream(gateway: GatewayHandle, body: dict[str, Any]) -> tuple[bytes, list[dict[str, Any]]]:
+    async with gateway.post("/v1/responses", {**body, "stream": True}) as response:
+        assert response.status == 200, await response.text()
+        raw = await response.read()
+    events = [orjson.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ")]
+    assert_events(events)  # each event valid, numbered 0, 1, 2, ... with nothing left out or repeated
+    return raw, events
+
+
+RESPONSES_BODY = {"model": "guarded", "input": "hi"}
+MASKED = "pay with [CREDIT_CARD] or mail [EMAIL], that is all for now my friend"
+
+
+async def test_native_responses_streams_are_masked_in_every_event_that_repeats_the_text(
+    make_gateway: GatewayFactory, mock_llm: MockLLM
+) -> None:
+    gateway = await make_gateway(native_responses_crs(mock_llm.url, PII + "stream: {window: 24}\n"))
+    await mock_llm.script({"content": f"pay with {CARD} or mail bob@example.com, that is all for now my friend"})
+    raw, events = await responses_stream(gateway, RESPONSES_BODY)
+    assert (await mock_llm.requests())[0]["path"] == "/v1/responses"  # served natively
+    assert b"1111" not in raw and b"bob@" not in raw
+    by_type = {e["type"]: e for e in events}
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == MASKED
+    assert by_type["response.output_text.done"]["text"] == MASKED
+    assert by_type["response.content_part.done"]["part"]["text"] == MASKED
+    assert by_type["response.output_item.done"]["item"]["content"][0]["text"] == MASKED
+    final = by_type["response.completed"]["response"]
+    assert final["output"][0]["content"][0]["text"] == MASKED and final["id"] == "resp_mock_1"
+    # The response kept for previous_response_id is the one the caller saw.
+    async with gateway.get(f"/v1/responses/{final['id']}") as response:
+        assert (await response.json())["output"][0]["content"][0]["text"] == MASKED
+    # The OpenAI SDK's own accumulation agrees.
+    await mock_llm.script({"content": f"pay with {CARD} or mail bob@example.com, that is all for now my friend"})
+    client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="sk-alice", max_retries=0)
+    async with client.responses.stream(model="guarded", input="hi") as stream:
+        assert (await stream.get_final_response()).output_text == MASKED
+
+
+async def test_native_responses_answers_are_masked_and_blocked(make_gateway: GatewayFactory, mock_llm: MockLLM) -> None:
+    gateway = await make_gateway(native_responses_crs(mock_llm.url, ANSWERS))
+    await mock_llm.script({"content": "ask bob@example.com"})
+    async with gateway.post("/v1/responses", RESPONSES_BODY) as response:
+        answer = await response.json()
+    assert_response(answer)
+    assert answer["status"] == "completed" and answer["output"][0]["content"][0]["text"] == "ask [EMAIL]"
+    await mock_llm.script({"content": "that is Forbidden"})
+    async with gateway.post("/v1/responses", RESPONSES_BODY) as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "content_filter"
+    gateway = await make_gateway(native_responses_crs(mock_llm.url, ANSWERS + "onBlock: completion\n"))
+    await mock_llm.script({"content": "that is Forbidden"})
+    async with gateway.post("/v1/responses", RESPONSES_BODY) as response:
+        answer = await response.json()
+    assert_response(answer)
+    assert (answer["status"], answer["incomplete_details"]) == ("incomplete", {"reason": "content_filter"})
+    assert [part["text"] for item in answer["output"] for part in item["content"]] == [
+        "This request was blocked by the content policy."
+    ]
+    assert answer["usage"]["output_tokens"] > 0  # what the upstream generated is still reported (and charged)
+
+
+# Words a few milliseconds apart, so the first ones reach the caller before the blocked one arrives.
+BLOCKED_LATE = {"content": "one two three four five six seven eight nine ten forbidden words", "chunk_delay_ms": 5}
+
+
+@pytest.mark.parametrize("on_block", ["error", "completion"])
+async def test_native_responses_streams_are_blocked_as_incomplete(
+    make_gateway: GatewayFactory, mock_llm: MockLLM, on_block: str
+) -> None:
+    guardrails = "stream: {window: 24}\n" + f"onBlock: {on_block}\n" + ANSWERS
+    gateway = await make_gateway(native_responses_crs(mock_llm.url, guardrails))
+    await mock_llm.script(BLOCKED_LATE)
+    raw, events = await responses_stream(gateway, RESPONSES_BODY)
+    assert b"forbidden" not in raw
+    last = events[-1]
+    assert last["type"] == "response.incomplete" and last["response"]["id"] == events[0]["response"]["id"]
+    assert last["response"]["incomplete_details"] == {"reason": "content_filter"}
+    sent = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    output = last["response"]["output"]
+    # The item the caller saw open is closed with what it was sent; the message, if any, is an item of its own.
+    assert output[0]["status"] == "incomplete" and sent.startswith("one two ")
+    message = "This request was blocked by the content policy."
+    if on_block == "completion":
+        assert [item["content"][0]["text"] for item in output] == [sent.removesuffix(message), message]
+    else:
+        assert [item["content"][0]["text"] for item in output] == [sent]
+    done = {(e["output_index"], e["item"]["status"]) for e in events if e["type"] == "response.output_item.done"}
+    assert done == {(i, "incomplete") for i in range(len(output))}
+    # The SDK reads the ending without complaint.
+    await mock_llm.script(BLOCKED_LATE)
+    client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="sk-alice", max_retries=0)
+    stream = await client.responses.create(model="guarded", input="hi", stream=True)
+    assert [event.type async for event in stream][-1] == "response.incomplete"
+
+
+async def test_a_native_responses_stream_blocked_before_anything_was_sent(
+    make_gateway: GatewayFactory, mock_llm: MockLLM
+) -> None:
+    gateway = await make_gateway(native_responses_crs(mock_llm.url, ANSWERS + "onBlock: completion\n"))
+    await mock_llm.script({"content": "forbidden"})
+    raw, events = await responses_stream(gateway, RESPONSES_BODY)
+    assert b"forbidden" not in raw
+    assert [events[0]["type"], events[-1]["type"]] == ["response.created", "response.incomplete"]
+    assert events[-1]["response"]["output"][0]["content"][0]["text"].startswith("This request was blocked")

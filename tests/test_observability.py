@@ -7,10 +7,12 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from conftest import GatewayFactory, GatewayHandle, MockLLM, read_sse
+from fixtures.providers.support import provider_crs
 from tollway_dataplane.metrics import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,6 +178,31 @@ async def test_metrics_access_log_and_cost(make_gateway: GatewayFactory, mock_ll
     assert "authorization" not in everything.lower()
 
 
+NATIVE = {"anthropic": "/v1/messages", "openai": "/v1/responses"}  # a pool answering its own protocol as sent
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("provider", sorted(NATIVE))
+async def test_prompt_capture_reads_native_answers(
+    make_gateway: GatewayFactory, mock_llm: MockLLM, logs: Lines, provider: str, stream: bool
+) -> None:
+    """With --log-prompts, an answer the provider gave in the caller's own protocol is logged like any other."""
+    handle = await make_gateway(provider_crs(mock_llm.url, provider), log_text=True, log_text_limit=200)
+    await mock_llm.script({"content": "the native answer, key sk-leaked-in-answer-0123456789"})
+    if provider == "anthropic":
+        body: dict[str, Any] = {"model": "mock-gpt", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+    else:
+        body = {"model": "mock-gpt", "input": "hi"}
+    async with handle.post(NATIVE[provider], {**body, "stream": stream}) as response:
+        assert response.status == 200, await response.text()
+        await response.read()
+    (sent,) = await mock_llm.requests()
+    assert sent["path"].endswith(NATIVE[provider].removeprefix("/v1"))  # served natively, not translated
+    (line,) = [json.loads(x)["ai_log"] for x in logs.lines if '"ai_log"' in x]
+    assert line["completion"] == "the native answer, key [REDACTED]"
+    assert "hi" in line["prompt"]
+
+
 def test_consumer_label_guard() -> None:
     from tollway_dataplane.metrics import ConsumerLabel
 
@@ -208,6 +235,51 @@ def test_dashboard_queries_name_exported_metrics() -> None:
             used = set(re.findall(r"\btollway_[a-z_]+", target["expr"]))
             assert used, (panel["title"], target["expr"])
             assert used <= exported, (panel["title"], used - exported)
+
+
+def test_dashboard_panels_have_unique_ids_and_sit_under_their_row() -> None:
+    """Grafana tells panels apart by id (two with one id share links and edits), and a row holds the panels below
+    it down to the next row, so the cache panels need a row of their own and no panel may overlap another."""
+    panels = json.loads((ROOT / "helm/tollway/dashboards/tollway.json").read_text())["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    cells: set[tuple[int, int]] = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        area = {
+            (x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not area & cells, panel["title"]
+        cells |= area
+    cache = [p for p in panels if "tollway_cache_" in json.dumps(p.get("targets"))]
+    assert cache and {_row_of(p, panels) for p in cache} == {"Response cache"}
+
+
+def _row_of(panel: dict, panels: list[dict]) -> str:
+    rows = sorted((p["gridPos"]["y"], p["title"]) for p in panels if p["type"] == "row")
+    return [title for y, title in rows if y < panel["gridPos"]["y"]][-1]
+
+
+def test_the_load_balancing_row_shows_the_endpoint_metrics() -> None:
+    """Pools with endpoints can be watched: queue and KV-cache use and picks per server, saturation per pool, and
+    whether the servers' metrics are fresh (stale servers are skipped)."""
+    panels = json.loads((ROOT / "helm/tollway/dashboards/tollway.json").read_text())["panels"]
+    row = [p for p in panels if p["type"] != "row" and _row_of(p, panels).startswith("Inference-aware load balancing")]
+    used = {name for p in row for t in p["targets"] for name in re.findall(r"\btollway_[a-z_]+", t["expr"])}
+    assert used == {
+        "tollway_endpoint_queue",
+        "tollway_endpoint_running",
+        "tollway_endpoint_kv_cache_usage_ratio",
+        "tollway_endpoint_picks_total",
+        "tollway_endpoint_in_flight",
+        "tollway_endpoint_scrape_age_seconds",
+        "tollway_endpoint_scrape_errors_total",
+        "tollway_endpoint_usable",
+        "tollway_pool_saturated_total",
+    }
+    gauges = [t["expr"] for p in row for t in p["targets"] if "rate(" not in t["expr"]]
+    # Every replica scrapes the same servers: what a server reported is taken once, not summed over replicas.
+    assert all(e.startswith("max by") for e in gauges if "_queue" in e or "_kv_cache" in e or "_running" in e)
 
 
 async def test_buffered_access_log_sink_writes_every_line_once_per_turn() -> None:

@@ -1,7 +1,10 @@
 """Prompt and completion text for the access log, only when enabled: redacted, then truncated.
 
 The completion is read by `CaptureFilter`, a response filter placed after the stages' filters and before the
-caller's protocol, so it records what the caller was sent (masked text stays masked), in OpenAI shape.
+caller's protocol, so it records what the caller was sent (masked text stays masked). Answers reach it in their
+dialect: OpenAI chat, or a native pass-through's own shape (an Anthropic pool answering `/v1/messages`, an
+OpenAI pool answering `/v1/responses`); it reads each through the dialect's `TextReader`, the one the guardrails
+read with, so the log says what the checkers saw.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from .sse import event_data
+from .answer import Answer
+from .dialects import TextReader, reader_for
 from .stages.base import PassFilter
 
 # Things that look like credentials never reach a log, even when a user pastes them into a prompt.
@@ -42,59 +46,33 @@ def prompt_text(body: dict[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode()
 
 
-def completion_text(body: bytes) -> str:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return ""
-    choices = data.get("choices") if isinstance(data, dict) else None
-    if not choices:
-        return ""
-    first = choices[0]
-    return _text((first.get("message") or {}).get("content")) or str(first.get("text") or "")
-
-
-class StreamCapture:
-    """Collects streamed text from OpenAI chunks (decoding each event: only done when capture is on)."""
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-
-    def feed(self, events: list[bytes]) -> None:
-        for event in events:
-            payload = event_data(event)
-            if not payload.startswith(b"{"):
-                continue
-            try:
-                data = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                continue
-            for choice in data.get("choices") or ():
-                delta = choice.get("delta") or {}
-                piece = delta.get("content") or choice.get("text")
-                if isinstance(piece, str):
-                    self.parts.append(piece)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-
 class CaptureFilter(PassFilter):
     """Records the answer's text as it passes; changes nothing."""
 
+    __slots__ = ("_body", "_parts", "_reader")
+
     def __init__(self) -> None:
-        self._stream = StreamCapture()
+        self._reader: TextReader | None = None  # None: a dialect nobody reads, captured as no text
+        self._parts: list[str] = []
         self._body: str | None = None
 
+    def start(self, answer: Answer) -> None:
+        self._reader = reader_for(answer.dialect)
+
     async def body(self, body: bytes) -> bytes:
-        self._body = completion_text(body)
+        texts = self._reader.body_texts(body) if self._reader is not None else None
+        self._body = "\n".join(t for t in texts if t) if texts else ""
         return body
 
     async def feed(self, events: list[bytes]) -> list[bytes]:
-        self._stream.feed(events)
+        reader = self._reader
+        if reader is not None:
+            for event in events:
+                piece = reader.event_text(event)
+                if piece:
+                    self._parts.append(piece)
         return events
 
     @property
     def text(self) -> str:
-        return self._body if self._body is not None else self._stream.text
+        return self._body if self._body is not None else "".join(self._parts)

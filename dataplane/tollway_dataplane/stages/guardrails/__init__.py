@@ -1,9 +1,9 @@
 """Content safety (DESIGN section 7): checkers on the request, on the answer, and on streams through a window.
 
 One module per checker type (rules, moderation, judge, aliyun, webhook), the stage and its response filter
-(stage, respond, stream), the answer's shapes per dialect (view), and what verdicts do and how they are recorded
-(verdict, evaluate). `build` makes a rule's stage once per config snapshot; checkers that call out reach their
-pool, credentials and the HTTP client through the snapshot's services.
+(stage, respond, stream), the answer's shapes per dialect (view, responses_view), and what verdicts do and how
+they are recorded (verdict, evaluate). `build` makes a rule's stage once per config snapshot; checkers that call
+out reach their pool, credentials and the HTTP client through the snapshot's services.
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ class StreamWindow:
         self._config = config
         self._window = config.stream_window
         self._view = view
+        self._out = view.stream()
         self._rules = [c for c in checkers if isinstance(c, RulesChecker)]
         self._remote = [c for c in checkers if c.remote]
         self._context = context
@@ -267,7 +268,7 @@ class StreamWindow:
             if not final and (h.pinned or (h.text and (end > limit or not h.cleared))):
                 break
             held.popleft()
-            out.append(self._view.with_event_text(h.event, h.text) if h.changed else h.event)
+            out.append(self._out.sent(h.event, h.text if h.changed else None))
             position = end
         return out
 
@@ -278,7 +279,7 @@ class StreamWindow:
             self._task = None
         self._held.clear()
         message = (effect.message or self._config.message) if self._config.on_block == "completion" else None
-        return self._view.block_events(self._first, message)
+        return self._out.block_events(self._first, message)
 
 
 def _event_at(starts: list[int], offset: int) -> int:

@@ -2,9 +2,15 @@
 
 Response filters receive answers in their dialect (`Answer.dialect`): OpenAI chat (and legacy completions) for
 every translated answer today; native pass-through answers ("anthropic", "responses") keep the provider's shape.
-Everything the guardrails need to know about a shape is behind `AnswerView`, so supporting a dialect is one
-class registered in `VIEWS`. A dialect without a view is never passed unchecked: the filter fails closed (or, under
+Everything the guardrails need to know about a shape is behind `AnswerView`: reading its text, the half prompt
+capture shares (dialects.py), and rewriting and ending it, here; supporting a dialect is one class registered in
+`VIEWS`. A dialect without a view is never passed unchecked: the filter fails closed (or, under
 failurePolicy open, lets it through and counts the checker error), and says so.
+
+A stream is written through a `StreamView` the view makes for it: it sees every event as it goes to the caller
+(with the text the window gave it) and writes the blocked ending. Chat and Messages streams need nothing more
+than the view itself (`PlainStream`); a Responses stream repeats its text in later events, so its stream view keeps
+what was sent (responses_view.py).
 
 Request-side replies (a blocked request answered as a completion) are always OpenAI chat: the caller's protocol,
 the last filter of the chain, converts them like any answer.
@@ -17,21 +23,23 @@ from typing import Any, Protocol
 
 import orjson
 
-from ...answer import OPENAI
+from ...answer import OPENAI, RESPONSES
+from ...dialects import (
+    CONTENT_FILTER,
+    AnthropicText,
+    OpenAIText,
+    TextReader,
+    delta_text,
+    event_json,
+    is_text_block,
+    loads_object,
+)
 from ...providers.anthropic import ANTHROPIC
 from ...providers.chat import DONE_EVENT
-from ...sse import event_data
-
-CONTENT_FILTER = "content_filter"
+from .responses_view import ResponsesView
 
 
-class AnswerView(Protocol):
-    dialect: str
-
-    def body_texts(self, body: bytes) -> list[str] | None:
-        """The answer texts of a whole body, one per choice (None: not an answer this view can read)."""
-        ...
-
+class AnswerView(TextReader, Protocol):
     def rewrite_body(self, body: bytes, texts: list[str]) -> bytes:
         """The body with its texts (as `body_texts` listed them) replaced."""
         ...
@@ -40,37 +48,48 @@ class AnswerView(Protocol):
         """The body as a blocked answer: the message as its text (or none), finish reason content_filter."""
         ...
 
-    def event_text(self, event: bytes) -> str | None:
-        """The answer text an SSE event adds (None: it adds none: a role, a finish, usage, the end)."""
+    def stream(self) -> StreamView:
+        """What writes one stream's events to the caller."""
         ...
 
-    def with_event_text(self, event: bytes, text: str) -> bytes:
-        """The event with its text replaced."""
-        ...
 
-    def ends_answer(self, event: bytes) -> bool:
-        """The event finishes the answer (no text follows it)."""
+class StreamView(Protocol):
+    def sent(self, event: bytes, text: str | None) -> bytes:
+        """The event on its way to the caller, `text` its new text when the window changed it: what to send."""
         ...
 
     def block_events(self, first_event: bytes | None, message: str | None) -> list[bytes]:
-        """The events that end a stream blocked (`first_event`, the stream's first, gives ids and model)."""
+        """The events that end the stream blocked, after what was sent (`first_event`, the stream's first, gives
+        ids and model even when it was held back and dropped)."""
         ...
 
 
-class OpenAIView:
+class _EventRewriter(Protocol):
+    def with_event_text(self, event: bytes, text: str) -> bytes: ...
+
+    def block_events(self, first_event: bytes | None, message: str | None) -> list[bytes]: ...
+
+
+class PlainStream:
+    """A stream whose events each stand alone: a rewritten event is all that changes, the block ending is fixed."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, view: _EventRewriter):
+        self._view = view
+
+    def sent(self, event: bytes, text: str | None) -> bytes:
+        return event if text is None else self._view.with_event_text(event, text)
+
+    def block_events(self, first_event: bytes | None, message: str | None) -> list[bytes]:
+        return self._view.block_events(first_event, message)
+
+
+class OpenAIView(OpenAIText):
     """chat.completion / chat.completion.chunk, and text_completion (legacy completions), choice by choice."""
 
-    dialect = OPENAI
-
-    def body_texts(self, body: bytes) -> list[str] | None:
-        data = _loads(body)
-        choices = data.get("choices") if data is not None else None
-        if not isinstance(choices, list):
-            return None
-        return [_choice_text(c) for c in choices]
-
     def rewrite_body(self, body: bytes, texts: list[str]) -> bytes:
-        data = _loads(body) or {}
+        data = loads_object(body) or {}
         choices = data.get("choices") or []
         for choice, text in zip(choices, texts, strict=False):
             if isinstance(choice, dict):
@@ -78,7 +97,7 @@ class OpenAIView:
         return orjson.dumps(data)
 
     def blocked_body(self, body: bytes, message: str | None) -> bytes:
-        data = _loads(body) or {}
+        data = loads_object(body) or {}
         choices = data.get("choices") or [{"index": 0}]
         for choice in choices:
             if isinstance(choice, dict):
@@ -91,41 +110,21 @@ class OpenAIView:
         data["choices"] = choices
         return orjson.dumps(data)
 
-    def event_text(self, event: bytes) -> str | None:
-        if b'"content"' not in event and b'"text"' not in event:
-            return None  # the common text-less events (usage, finish, [DONE]) without decoding
-        data = _event_json(event)
-        if data is None:
-            return None
-        texts = [_delta_text(c) for c in data.get("choices") or () if isinstance(c, dict)]
-        text = "".join(t for t in texts if t)
-        return text or None
-
     def with_event_text(self, event: bytes, text: str) -> bytes:
-        data = _event_json(event)
+        data = event_json(event)
         if data is None:
             return event
         first = True
         for choice in data.get("choices") or ():
-            if not isinstance(choice, dict) or not _delta_text(choice):
+            if not isinstance(choice, dict) or not delta_text(choice):
                 continue
             # n > 1 streams are checked as one text: the rewritten text goes to the first choice carrying text.
             _set_delta_text(choice, text if first else "")
             first = False
         return b"data: " + orjson.dumps(data) + b"\n\n"
 
-    def ends_answer(self, event: bytes) -> bool:
-        if b"[DONE]" in event and event_data(event) == b"[DONE]":
-            return True
-        if b'"finish_reason":null' in event or b'"finish_reason"' not in event:
-            return False
-        data = _event_json(event)
-        return data is not None and any(
-            isinstance(c, dict) and c.get("finish_reason") for c in data.get("choices") or ()
-        )
-
     def block_events(self, first_event: bytes | None, message: str | None) -> list[bytes]:
-        base = _event_json(first_event) if first_event is not None else None
+        base = event_json(first_event) if first_event is not None else None
         base = base or {}
         legacy = base.get("object") == "text_completion"
         choice: dict[str, Any] = (
@@ -147,50 +146,35 @@ class OpenAIView:
         }
         return [b"data: " + orjson.dumps(chunk) + b"\n\n", DONE_EVENT]
 
+    def stream(self) -> StreamView:
+        return PlainStream(self)
 
-class AnthropicView:
+
+class AnthropicView(AnthropicText):
     """A native Messages answer (a `/messages` request an Anthropic pool served as sent): the text blocks of the
     message, and the `text_delta`s of its stream. A blocked answer stops with `refusal`, Anthropic's own word."""
 
-    dialect = ANTHROPIC
-
-    def body_texts(self, body: bytes) -> list[str] | None:
-        data = _loads(body)
-        content = data.get("content") if data is not None else None
-        if not isinstance(content, list):
-            return None
-        return ["".join(b["text"] for b in content if _is_text_block(b))]
-
     def rewrite_body(self, body: bytes, texts: list[str]) -> bytes:
-        data = _loads(body) or {}
+        data = loads_object(body) or {}
         first = True
         for block in data.get("content") or ():
-            if _is_text_block(block):
+            if is_text_block(block):
                 block["text"] = texts[0] if first and texts else ""  # one text per answer: it goes to the first
                 first = False
         return orjson.dumps(data)
 
     def blocked_body(self, body: bytes, message: str | None) -> bytes:
-        data = _loads(body) or {}
+        data = loads_object(body) or {}
         data["content"] = [{"type": "text", "text": message}] if message else []
         data["stop_reason"] = "refusal"
         return orjson.dumps(data)
 
-    def event_text(self, event: bytes) -> str | None:
-        if b'"text_delta"' not in event:
-            return None
-        delta = (_event_json(event) or {}).get("delta")
-        return delta.get("text") or None if isinstance(delta, dict) and isinstance(delta.get("text"), str) else None
-
     def with_event_text(self, event: bytes, text: str) -> bytes:
-        data = _event_json(event)
+        data = event_json(event)
         if data is None or not isinstance(data.get("delta"), dict):
             return event
         data["delta"]["text"] = text
         return b"event: content_block_delta\ndata: " + orjson.dumps(data) + b"\n\n"
-
-    def ends_answer(self, event: bytes) -> bool:
-        return event.startswith((b"event: message_delta", b"event: message_stop"))
 
     def block_events(self, first_event: bytes | None, message: str | None) -> list[bytes]:
         out = []
@@ -204,50 +188,19 @@ class AnthropicView:
         stop["usage"] = {"output_tokens": 0}
         return [*out, _sse("message_delta", stop), _sse("message_stop", {"type": "message_stop"})]
 
-
-def _is_text_block(block: Any) -> bool:
-    return isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
+    def stream(self) -> StreamView:
+        return PlainStream(self)
 
 
 def _sse(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
-VIEWS: dict[str, AnswerView] = {OPENAI: OpenAIView(), ANTHROPIC: AnthropicView()}
+VIEWS: dict[str, AnswerView] = {OPENAI: OpenAIView(), ANTHROPIC: AnthropicView(), RESPONSES: ResponsesView()}
 
 
 def view_for(dialect: str) -> AnswerView | None:
     return VIEWS.get(dialect)
-
-
-def _loads(body: bytes) -> dict[str, Any] | None:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _event_json(event: bytes) -> dict[str, Any] | None:
-    payload = event_data(event)
-    return _loads(payload) if payload.startswith(b"{") else None
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
-def _choice_text(choice: Any) -> str:
-    if not isinstance(choice, dict):
-        return ""
-    message = choice.get("message")
-    if isinstance(message, dict):
-        return _text_of(message.get("content"))
-    return choice["text"] if isinstance(choice.get("text"), str) else ""
 
 
 def _set_choice_text(choice: dict[str, Any], text: str) -> None:
@@ -258,15 +211,6 @@ def _set_choice_text(choice: dict[str, Any], text: str) -> None:
         choice["text"] = text
     else:
         choice["message"] = {"role": "assistant", "content": text}
-
-
-def _delta_text(choice: dict[str, Any]) -> str:
-    delta = choice.get("delta")
-    if isinstance(delta, dict):
-        content = delta.get("content")
-        return content if isinstance(content, str) else ""
-    text = choice.get("text")
-    return text if isinstance(text, str) else ""
 
 
 def _set_delta_text(choice: dict[str, Any], text: str) -> None:
