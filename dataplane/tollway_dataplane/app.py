@@ -83,7 +83,7 @@ class Gateway:
         self.draining = False
         self.in_flight = 0
         self._session: aiohttp.ClientSession | None = None
-        self.upstream = Upstream()  # its HTTP session is made when the app starts
+        self.upstream = Upstream()  # its own HTTP/1.1 client: connections are made on first use
         # The response cache's store: shared by every snapshot, so entries outlive reloads.
         self.cache_store: CacheStore = cache_store if cache_store is not None else MemoryStore()
         metrics.CACHE_SIZE.source = self.cache_store.stats
@@ -127,7 +127,6 @@ class Gateway:
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, trust_env=False, headers={"Accept-Encoding": "identity"}
         )
-        self.upstream.session = self._session
         self._scraper = Scraper(self._session, self._endpoint_sets, self.registry.endpoints)
         self._scraper.start()
 
@@ -143,6 +142,7 @@ class Gateway:
         await self.limiter.backend.close()
         await self.responses.close()
         await self.cache_store.close()
+        await self.upstream.client.close()
         if self._session is not None:
             await self._session.close()
 

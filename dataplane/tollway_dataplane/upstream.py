@@ -13,8 +13,6 @@ their queue limit is saturated, a failure retried like a 429, so the rule's fall
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import math
 import random
@@ -22,10 +20,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-import aiohttp
 import orjson
 from tollway_contract.model import Backend, Retry, Rule, Timeouts
 
+from . import h1
 from .answer import Answer, AttemptRecord, Served, StreamInterrupted
 from .call import Call
 from .endpoints.balancer import Member, Refusal
@@ -43,7 +41,7 @@ _KEY_FAILURE_STATUSES = (401, 403)  # the provider rejected our key: never the c
 _RETRY_CLASS = {"invalid-response": "5xx", "saturated": "429"}
 # Failures that say the model server itself is unwell: its endpoint is skipped for the pool's endpoint cooldown.
 _ENDPOINT_FAILURES = frozenset({"5xx", "connect-error", "timeout", "reset", "invalid-response"})
-_BROKEN = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+_BROKEN = (h1.Disconnected, h1.BadResponse)
 
 
 @dataclass(slots=True)
@@ -114,7 +112,7 @@ def plan_backends(rule: Rule) -> Iterator[Backend]:
 
 
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
+    value = headers.get("retry-after") if headers is not None else None  # the client's names are lower case
     if not value:
         return None
     try:
@@ -144,8 +142,8 @@ class Backends(Protocol):
 
 
 class Upstream:
-    def __init__(self, session: aiohttp.ClientSession | None = None):
-        self.session: aiohttp.ClientSession = session  # type: ignore[assignment]  # set when the gateway starts
+    def __init__(self, client: h1.Client | None = None):
+        self.client = client or h1.Client()
 
     async def forward(self, call: Call, rule: Rule, backends: Backends, *, request_id: str = "") -> Answer:
         """The first answer any backend gives, or UpstreamError with every attempt."""
@@ -265,27 +263,27 @@ class Upstream:
         endpoint = attempt.endpoint.state if attempt.endpoint is not None else None
         if endpoint is not None:
             endpoint.in_flight += 1
-        response: aiohttp.ClientResponse | None = None
+        response: h1.Response | None = None
         handed_over = False  # a stream's response and key now belong to the relay
         try:
-            async with asyncio.timeout(timeouts.first_byte):
-                response = await self.session.post(
-                    upstream.url,
-                    data=upstream.body,
-                    headers=upstream.headers,
-                    timeout=_client_timeout(timeouts.total, timeouts.connect),
-                )
-                if response.status >= 400:
-                    return _http_failure(translator, response.status, await response.read(), response.headers)
-                if call.stream:
-                    stream = translator.stream(call)
-                    first = await _first_events(response, stream)
+            response = await self.client.request(
+                upstream.url,
+                upstream.headers,
+                upstream.body,
+                connect=timeouts.connect,
+                first_byte=timeouts.first_byte,
+                total=timeouts.total,
+            )
+            if response.status >= 400:
+                body = await response.read(timeouts.idle)
+                return _http_failure(translator, response.status, body, response.headers)
             if call.stream:
+                stream = translator.stream(call)
+                first = await _first_events(response, stream)  # still within the first-byte deadline
                 source = UpstreamStream(response, stream, first, key, call, timeouts.idle, endpoint)
                 handed_over = True
                 return Answer(stream=source, model=attempt.model, served=attempt.served(), dialect=upstream.dialect)
-            _set_idle_timeout(response, timeouts.idle)
-            body, usage = translator.translate_response(call, await response.read())
+            body, usage = translator.translate_response(call, await response.read(timeouts.idle))
             usage = usage or Usage(input_tokens=estimate_input_tokens(call.body), estimated=True)
             return Answer(
                 body=body, usage=usage, model=attempt.model, served=attempt.served(), dialect=upstream.dialect
@@ -299,8 +297,8 @@ class Upstream:
             return Failure("invalid-response", 502, f"upstream {pool.name} answered with JSON nested too deep")
         except TimeoutError:
             return Failure("timeout", 504, f"upstream {pool.name} timed out")
-        except aiohttp.ClientConnectorError as exc:
-            return Failure("connect-error", 502, f"cannot connect to {pool.name}: {exc.os_error}")
+        except h1.ConnectFailed as exc:
+            return Failure("connect-error", 502, f"cannot connect to {pool.name}: {exc}")
         except _BROKEN as exc:
             return Failure("reset", 502, f"upstream {pool.name} closed the connection: {type(exc).__name__}")
         finally:
@@ -310,7 +308,7 @@ class Upstream:
                 if endpoint is not None:
                     endpoint.in_flight -= 1
                 if response is not None:
-                    response.close()  # a no-op when fully read; otherwise it tells the provider to stop generating
+                    response.close()  # reuses a connection read to its end; else closes it: the provider stops
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,13 +328,14 @@ class PoolModels:
 class UpstreamStream:
     """The rest of an upstream stream, as an `EventSource`. Owns the connection and the key's (and endpoint's)
     in-flight count until `close`; the idle timeout bounds every gap between reads, the one right after the first
-    event too."""
+    event too. `push` hands the rest to a sink called from the connection itself (the relay's fast path, no
+    coroutine switch per chunk); `next` pulls batch by batch (when response filters must await)."""
 
-    __slots__ = ("_call", "_closed", "_endpoint", "_key", "_response", "_stream", "first")
+    __slots__ = ("_call", "_closed", "_endpoint", "_idle", "_key", "_response", "_stream", "first")
 
     def __init__(
         self,
-        response: aiohttp.ClientResponse,
+        response: h1.Response,
         stream: StreamTranslator,
         first: list[bytes],
         key: PoolKeyRuntime | None,
@@ -349,23 +348,36 @@ class UpstreamStream:
         self._key = key
         self._endpoint = endpoint
         self._call = call
+        self._idle = idle
         self._closed = False
         self.first = first
-        _set_idle_timeout(response, idle, arm=True)
 
     async def next(self) -> list[bytes] | None:
         try:
-            data = await self._response.content.readany()
+            data = await self._response.readany(self._idle)
         except TimeoutError:
             raise StreamInterrupted("timed out") from None
         except _BROKEN:
             raise StreamInterrupted("closed the connection") from None
         if not data:
             return None
+        return self.translate(data)
+
+    def translate(self, data: bytes) -> list[bytes]:
+        """Upstream bytes to the caller's events (the translator's state moves on)."""
         try:
             return self._stream.feed(data)
         except orjson.JSONEncodeError:  # an event too deeply nested to translate: the answer cannot go on
             raise StreamInterrupted("sent an event nested too deep to translate") from None
+
+    def push(self, sink: h1.BodySink) -> None:
+        self._response.push(sink, self._idle)
+
+    def pause_reading(self) -> None:
+        self._response.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._response.resume_reading()
 
     def tail(self) -> list[bytes]:
         return self._stream.finish()
@@ -429,28 +441,12 @@ def _log_failure(attempt: Attempt, failure: Failure, request_id: str) -> None:
     )
 
 
-async def _first_events(response: aiohttp.ClientResponse, stream: StreamTranslator) -> list[bytes]:
+async def _first_events(response: h1.Response, stream: StreamTranslator) -> list[bytes]:
     """Read until the translator yields its first event: up to here the attempt can still fail over."""
     while True:
-        data = await response.content.readany()
+        data = await response.readany()
         if not data:
-            raise aiohttp.ClientPayloadError("stream ended before its first event")
+            raise h1.Disconnected("the stream ended before its first event")
         events = stream.feed(data)
         if events:
             return events
-
-
-@functools.lru_cache(maxsize=64)
-def _client_timeout(total: float | None, connect: float | None) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=total, sock_connect=connect)
-
-
-def _set_idle_timeout(response: aiohttp.ClientResponse, idle: float | None, *, arm: bool = False) -> None:
-    """The longest gap between reads from now on (aiohttp raises ServerTimeoutError, a TimeoutError). aiohttp
-    re-arms the timer when data arrives, so no timer object per chunk; `arm` starts it now, because a stream that
-    goes silent right after its first event would otherwise never start it."""
-    connection = response.connection
-    if connection is not None and connection.protocol is not None:
-        connection.protocol.read_timeout = idle
-        if arm:
-            connection.protocol.start_timeout()
