@@ -16,10 +16,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 from aiohttp import web
 
-from . import metrics
+from . import h1, metrics
 from .answer import Answer, EventSource, StreamInterrupted
 from .caller.base import AnswerProtocol
 from .capture import CaptureFilter
@@ -27,6 +28,7 @@ from .context import RequestContext
 from .errors import GatewayError, sse_error_event
 from .stages.base import ResponseFilter
 from .stages.pipeline import FilterChain
+from .upstream import UpstreamStream
 
 log = logging.getLogger("tollway.relay")
 
@@ -91,8 +93,11 @@ async def _stream(
         ctx.status = 200
         ctx.ttft = time.perf_counter() - ctx.started
         try:
-            await out.write(b"".join(first))
-            complete = await _relay(out, source, chain)
+            await out.write(b"".join(first))  # the headers go with it: from here on the body may be written raw
+            if chain is None and isinstance(source, UpstreamStream) and request.transport is not None:
+                complete = await _pushed(out, source, request.transport)
+            else:
+                complete = await _relay(out, source, chain)
         except (StreamInterrupted, GatewayError) as exc:
             reason = exc.reason if isinstance(exc, StreamInterrupted) else exc.message
             ctx.error = f"upstream {reason} mid-stream" if isinstance(exc, StreamInterrupted) else reason
@@ -121,9 +126,100 @@ async def _stream(
         source.close()
 
 
+class Pushable(Protocol):
+    """An event source that can push its data into a sink from the connection itself (the upstream's)."""
+
+    def push(self, sink: h1.BodySink) -> None: ...
+
+    def translate(self, data: bytes) -> list[bytes]: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def tail(self) -> list[bytes]: ...
+
+
+# The caller's send buffer: above HIGH the upstream stops being read until it is back under LOW, so a slow caller
+# holds the upstream (TCP back-pressure all the way) instead of making the gateway buffer its answer.
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+_DRAIN_CHECK = 0.02
+
+
+class _Pusher:
+    """The fast path of a stream nobody filters: each batch of upstream bytes goes from the upstream connection's
+    callback through the translator straight to the caller's transport, in the response's chunked framing, with
+    no task switch. The relay's coroutine only waits for the end."""
+
+    __slots__ = ("_done", "_loop", "_paused", "_source", "_transport")
+
+    def __init__(self, source: Pushable, transport: asyncio.Transport, done: asyncio.Future[BaseException | None]):
+        self._source = source
+        self._transport = transport
+        self._done = done
+        self._loop = done.get_loop()
+        self._paused = False
+
+    def data(self, data: bytes) -> None:
+        if self._done.done():
+            return
+        transport = self._transport
+        if transport.is_closing():
+            self._finish(ConnectionResetError("the caller went away"))
+            return
+        try:
+            events = self._source.translate(data)
+        except StreamInterrupted as exc:
+            self._finish(exc)
+            return
+        if not events:
+            return
+        payload = events[0] if len(events) == 1 else b"".join(events)
+        transport.write(b"%x\r\n%b\r\n" % (len(payload), payload))
+        if not self._paused and transport.get_write_buffer_size() > _HIGH_WATER:
+            self._paused = True
+            self._source.pause_reading()
+            self._loop.call_later(_DRAIN_CHECK, self._drained)
+
+    def _drained(self) -> None:
+        if self._done.done():
+            return
+        if self._transport.is_closing():
+            self._finish(ConnectionResetError("the caller went away"))
+        elif self._transport.get_write_buffer_size() > _LOW_WATER:
+            self._loop.call_later(_DRAIN_CHECK, self._drained)
+        else:
+            self._paused = False
+            self._source.resume_reading()
+
+    def end(self, error: BaseException | None) -> None:
+        if isinstance(error, TimeoutError):
+            error = StreamInterrupted("timed out")
+        elif isinstance(error, (h1.Disconnected, h1.BadResponse)):
+            error = StreamInterrupted("closed the connection")
+        self._finish(error)
+
+    def _finish(self, error: BaseException | None) -> None:
+        if not self._done.done():
+            self._done.set_result(error)
+
+
+async def _pushed(out: web.StreamResponse, source: Pushable, transport: asyncio.Transport) -> bool:
+    done: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+    source.push(_Pusher(source, transport, done))
+    error = await done
+    if error is not None:
+        raise error
+    tail = source.tail()
+    if tail:
+        await out.write(b"".join(tail))
+    return True
+
+
 async def _relay(out: web.StreamResponse, source: EventSource, chain: FilterChain | None) -> bool:
     """Batches from the source to the caller until the end; True when the answer completed."""
-    if chain is None:  # the hot path: events go out as the upstream framed them
+    if chain is None:  # events go out as the upstream framed them
         while True:
             events = await source.next()
             if events is None:
