@@ -226,6 +226,17 @@ class _Connection(asyncio.Protocol):
             self._deliver(data)
 
     def _chunked(self, data: bytes) -> None:
+        if self._chunk_state == "size" and not self._line:
+            # The common case of a relayed stream: exactly one whole chunk per read.
+            end = data.find(b"\r\n")
+            if 0 < end <= 16:
+                try:
+                    length = int(data[:end], 16)
+                except ValueError:
+                    length = -1
+                if length > 0 and len(data) == end + length + 4 and data.endswith(b"\r\n"):
+                    self._deliver(data[end + 2 : end + 2 + length])
+                    return
         position, size = 0, len(data)
         out: list[bytes] = []
         while position < size and self._chunk_state != "done":

@@ -88,7 +88,10 @@ class OpenAIStream:
     def feed(self, data: bytes) -> list[bytes]:
         events = self._splitter.feed(data)
         if not self._complete:
-            self._complete = any(_ends_answer(e) for e in events)
+            for event in events:
+                if _ends_answer(event):
+                    self._complete = True
+                    break
         for event in events:
             if (b'"usage":{' in event or b'"usage": {' in event) and self._take_usage(event):
                 if not self._wants_usage and self._usage_only:
