@@ -263,7 +263,7 @@ class Bench(Testbed):
         failed = False
         for n in plan.stream_steps:
             if failed and n != max(plan.stream_steps):
-                continue  # after a failure, only the largest step still runs: it gives the RSS at 1,000 streams
+                continue  # after a failure, only the largest step still runs: it gives the RSS at the most streams
             deadline = plan.stream_ramp_s + chunk_s + (10 if n < 1000 else 15)
             say(
                 f"[{t.name}] {n} concurrent streams x {plan.stream_chunks} chunks at 20/s "
@@ -288,6 +288,9 @@ class Bench(Testbed):
             base = self.direct_rows.get("stream_steps_by_n", {}).get(n)
             gap = r["gap_jitter_ms"].get("p99")
             r["added_gap_p99_ms"] = round(gap - base["gap_jitter_ms"]["p99"], 3) if base and gap is not None else gap
+            chunks = r["transit_ms"].get("n") or 0
+            # CPU per chunk relayed: the gateway's CPU time over the step (opening the streams included) per chunk.
+            r["cpu_us_per_chunk"] = round(r["cpu_s"] / chunks * 1e6, 1) if chunks else None
             r["ok"] = (
                 r["complete"] >= 0.99 * n
                 and r["added_gap_p99_ms"] is not None
@@ -297,7 +300,8 @@ class Bench(Testbed):
             print(
                 f"     {n:>5} streams: complete {r['complete']}/{n}, gap jitter p99 {gap} ms "
                 f"(added {r['added_gap_p99_ms']}), transit p99 {r['transit_ms'].get('p99')} ms, "
-                f"cpu {r['cpu_util']:.2f} core, rss peak {r['rss_peak_mb']} MB, errors {r['errors'] or 0}",
+                f"cpu {r['cpu_util']:.2f} core ({r['cpu_us_per_chunk']} us/chunk), rss peak {r['rss_peak_mb']} MB, "
+                f"errors {r['errors'] or 0}",
                 flush=True,
             )
             if not r["ok"]:
@@ -313,6 +317,10 @@ class Bench(Testbed):
         top = next((s for s in steps if s["streams"] == 1000), None)
         row["rss_1000_streams_mb"] = top["rss_peak_mb"] if top else None
         row["added_gap_p99_1000_ms"] = top["added_gap_p99_ms"] if top else None
+        most = next((s for s in steps if s["streams"] == 2000), None)
+        row["rss_2000_streams_mb"] = most["rss_peak_mb"] if most else None
+        row["added_gap_p99_2000_ms"] = most["added_gap_p99_ms"] if most else None
+        row["cpu_us_per_chunk_1000"] = top["cpu_us_per_chunk"] if top else None
 
 
 def _tput_ok(s: dict[str, Any]) -> bool:

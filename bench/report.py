@@ -69,7 +69,9 @@ COLUMNS = [
     ("+TTFT p50", 10),
     ("streams ok", 10),
     ("+gap p99@1k", 11),
-    ("RSS idle/1k", 12),
+    ("+gap p99@2k", 11),
+    ("us/chunk@1k", 11),
+    ("RSS idle/1k/2k", 15),
     ("bg", 4),
 ]
 
@@ -85,7 +87,10 @@ def table(rows: list[dict[str, Any]]) -> str:
         lat = r.get("latency_c1") or {}
         best = r.get("max_rps_under_p99_budget")
         c32 = r.get("wrk_c32") or {}
-        rss = f"{fmt(r.get('rss_idle_mb'), '.0f')}/{fmt(r.get('rss_1000_streams_mb'), '.0f')}MB"
+        rss = (
+            f"{fmt(r.get('rss_idle_mb'), '.0f')}/{fmt(r.get('rss_1000_streams_mb'), '.0f')}/"
+            f"{fmt(r.get('rss_2000_streams_mb'), '.0f')}MB"
+        )
         streams = "-" if r.get("stream_error") else fmt(r.get("max_streams_ok"), "d")
         cells = [
             name,
@@ -99,6 +104,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             fmt(r.get("added_ttft_p50_ms"), ".2f", "ms"),
             streams,
             fmt(r.get("added_gap_p99_1000_ms"), ".2f", "ms"),
+            fmt(r.get("added_gap_p99_2000_ms"), ".2f", "ms"),
+            fmt(r.get("cpu_us_per_chunk_1000"), ".1f", "us"),
             rss,
             fmt(r.get("core1_other_load"), ".0%") if r.get("core1_other_load") is not None else "-",
         ]
