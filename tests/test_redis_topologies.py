@@ -1,5 +1,6 @@
 """One budget shared by two gateway processes on every Redis topology: Cluster (with a slot moved under traffic),
-Sentinel (with a forced failover under traffic) and TLS with a client certificate and an ACL user.
+Sentinel (with a forced failover under traffic) and TLS with a client certificate and an ACL user. And the
+response cache's entries, shared through a Cluster (each command of a turn's pipeline routed by its key's slot).
 
 In each, a burst lets exactly the budget through. A redirect or a failover never lets traffic through a
 `closed` limit, and an `open` one is off only while Redis cannot answer: once it can, the budget holds again.
@@ -18,6 +19,7 @@ import pytest
 from conftest import MockLLM, spawn_gateway, write_crs
 from redis.crc import key_slot
 from redis_topologies import Cluster, SentinelGroup, TLSServer
+from test_cache import cached_crs
 from test_money_budgets import money_crs
 from test_ratelimit import BODY, CHAT, EXACT_USAGE, limited_crs
 
@@ -117,6 +119,37 @@ async def test_cluster_slot_moved_under_traffic(tmp_path: Path, mock_llm: MockLL
                 moving = asyncio.create_task(_after(0.4, cluster.migrate, slot, target, lambda: time.sleep(0.3)))
                 await check_disruption(policy, urls, moving)
                 assert cluster.owner(slot) is target
+    finally:
+        cluster.stop()
+
+
+async def test_cache_entries_shared_through_a_cluster(tmp_path: Path, mock_llm: MockLLM) -> None:
+    cluster = Cluster(tmp_path / "cluster")
+    try:
+        async with asyncio.timeout(120):
+            await asyncio.to_thread(cluster.start)
+            crs = tmp_path / "crs"
+            write_crs(crs, cached_crs(mock_llm.url, "{mode: exact, ttl: 10m}"))
+            async with gateways(crs, "--redis-url", cluster.seed_url, "--redis-cluster") as urls:
+                questions = [f"question number {i}" for i in range(24)]  # keys on every node's slots
+                async with aiohttp.ClientSession() as session:
+
+                    async def ask_at(url: str, question: str) -> str:
+                        body = {"model": "m", "messages": [{"role": "user", "content": question}]}
+                        async with session.post(url + CHAT, json=body, headers=HEADERS) as response:
+                            assert response.status == 200, await response.text()
+                            return response.headers["x-tollway-cache"]
+
+                    first = await asyncio.gather(*(ask_at(urls[0], q) for q in questions))
+                    assert first == ["miss"] * len(questions)
+                    for _ in range(50):  # stores happen after the answers went out
+                        again = await asyncio.gather(*(ask_at(urls[1], q) for q in questions))
+                        if again == ["hit"] * len(questions):
+                            break
+                        await asyncio.sleep(0.1)
+                    assert again == ["hit"] * len(questions)
+            entries = [len(node.client().keys("tollway:cache:e:*")) for node in cluster.nodes]
+            assert sum(entries) == len(questions) and all(entries), entries  # on every node: commands were routed
     finally:
         cluster.stop()
 

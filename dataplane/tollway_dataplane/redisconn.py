@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -265,20 +266,24 @@ class Outage:
         self._retry_at = now + self.retry_interval
 
 
-class TurnPipeline:
-    """Scripts called in the same event-loop turn leave together, as one non-transactional pipeline.
+_Queued = tuple[str | None, tuple[Any, ...], "asyncio.Future[Any]"]  # (the script's source, the command, its caller)
 
-    A busy gateway issues many decisions per turn. On a server (plain, TLS or Sentinel-managed) one connection
-    is held and one pipeline at a time is in flight: calls made meanwhile queue and leave together as the next
-    one, so a pipeline costs one write and one read whatever the load, and no connection checkout per call
-    (redis-py's per-command machinery costs more than the round trip on the request path). Redis Cluster runs
-    its calls one by one (concurrently), each routed by slot, redirects followed. Each pipeline runs through
-    the Outage guard as one call; each caller gets its own result or its own error reply."""
+
+class TurnPipeline:
+    """Commands issued in the same event-loop turn leave together, as one non-transactional pipeline.
+
+    A busy gateway issues many commands per turn (limit decisions, cache lookups and stores). On a server
+    (plain, TLS or Sentinel-managed) one connection is held and one pipeline at a time is in flight: commands
+    issued meanwhile queue and leave together as the next one, so a pipeline costs one write, one read deadline
+    and no connection checkout whatever the load (redis-py's per-command machinery, a pool checkout, a health
+    check and a timeout per reply, costs more than the round trip on the request path). Redis Cluster runs its
+    commands one by one (concurrently), each routed by its key's slot, redirects followed. Each pipeline runs
+    through the Outage guard as one call; each caller gets its own result or its own error reply."""
 
     def __init__(self, client: RedisClient, outage: Outage):
         self._client = client
         self._outage = outage
-        self._queued: list[tuple[str, str, list[Any], asyncio.Future[Any]]] = []
+        self._queued: list[_Queued] = []
         self._flushing: set[asyncio.Task[None]] = set()
         self._serial = not isinstance(client, RedisCluster)  # one pipeline in flight on one held connection
         self._connection: Any = None
@@ -289,16 +294,20 @@ class TurnPipeline:
         sha = hashlib.sha1(lua.encode()).hexdigest()
 
         def call(keys: list[str], args: list[Any]) -> Awaitable[Any]:
-            return self._submit(lua, sha, [len(keys), *keys, *args])
+            return self._submit(lua, ("EVALSHA", sha, len(keys), *keys, *args))
 
         return call
 
-    def _submit(self, lua: str, sha: str, arguments: list[Any]) -> Awaitable[Any]:
+    def command(self, *words: Any) -> Awaitable[Any]:
+        """One command (GET, SET, ...) in this turn's pipeline; its reply as hiredis parses it."""
+        return self._submit(None, words)
+
+    def _submit(self, lua: str | None, words: tuple[Any, ...]) -> Awaitable[Any]:
         if self._outage.refusing():
             raise Unavailable("redis is unavailable")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queued.append((lua, sha, arguments, future))
+        self._queued.append((lua, words, future))
         if len(self._queued) == 1 and not self._busy:
             loop.call_soon(self._flush)
         return future
@@ -318,13 +327,13 @@ class TurnPipeline:
             self._busy = False
             self._flush()  # what queued while this pipeline was in flight
 
-    async def _send(self, batch: list[tuple[str, str, list[Any], asyncio.Future[Any]]]) -> None:
+    async def _send(self, batch: list[_Queued]) -> None:
         results: list[Any]
         try:
             results = await self._outage.call(lambda: self._pipeline(batch))
         except Exception as exc:  # an outage (Unavailable) or an error not caused by one call: all get it
             results = [exc] * len(batch)
-        for (_, _, _, future), result in zip(batch, results, strict=True):
+        for (_, _, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, BaseException):
@@ -332,13 +341,13 @@ class TurnPipeline:
             else:
                 future.set_result(result)
 
-    async def _pipeline(self, batch: list[tuple[str, str, list[Any], asyncio.Future[Any]]]) -> list[Any]:
-        results = await self._run([(sha, arguments) for _, sha, arguments, _ in batch])
-        missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
+    async def _pipeline(self, batch: list[_Queued]) -> list[Any]:
+        results = await self._run([words for _, words, _ in batch])
+        missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError) and batch[i][0]]
         if missing:  # first use, a restarted server, or a node that joined: load, then run those again
-            for lua in {batch[i][0] for i in missing}:
+            for lua in {batch[i][0] or "" for i in missing}:
                 await self._client.script_load(lua)
-            retried = await self._run([(batch[i][1], batch[i][2]) for i in missing])
+            retried = await self._run([batch[i][1] for i in missing])
             for i, result in zip(missing, retried, strict=True):
                 results[i] = result
         failed = [r for r in results if isinstance(r, Exception) and is_outage(r)]
@@ -347,18 +356,22 @@ class TurnPipeline:
         # Some calls could not be served (a cluster node down): those callers alone are told so.
         return [Unavailable(f"{type(r).__name__}: {r}") if r in failed else r for r in results]
 
-    async def _run(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+    async def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         if isinstance(self._client, RedisCluster):
-            # redis-py's cluster pipeline refuses EVALSHA: each call on its own, routed by its keys' slot.
+            # redis-py's cluster pipeline refuses EVALSHA: each command on its own, routed by its keys' slot.
             cluster = self._client
-            return list(await asyncio.gather(*(_evalsha(cluster, sha, arguments) for sha, arguments in calls)))
-        return await self._on_held_connection(self._client, calls)
+            # Commands sent while a fresh client first learns the slots break each other's connections
+            # (redis-py 8.1): learn them first, under redis-py's lock; a no-op once they are known.
+            await cluster.initialize()
+            return list(await asyncio.gather(*(_routed(cluster, words) for words in commands)))
+        return await self._on_held_connection(self._client, commands)
 
-    async def _on_held_connection(self, client: aioredis.Redis, calls: list[tuple[str, list[Any]]]) -> list[Any]:
-        """The pipeline packed by hiredis in one write on the held connection, each reply read in order: the
-        same exchange as redis-py's pipeline. Any failure gives the connection back to the pool (redis-py
-        has closed it on a connection error), and the next pipeline takes a fresh one."""
-        payload = b"".join(hiredis.pack_command(("EVALSHA", sha, *arguments)) for sha, arguments in calls)
+    async def _on_held_connection(self, client: aioredis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The pipeline packed by hiredis in one write on the held connection, each reply read in order under
+        one deadline (the socket timeout): the same exchange as redis-py's pipeline. Any failure gives the
+        connection back to the pool (redis-py has closed it on a connection error), and the next pipeline takes
+        a fresh one."""
+        payload = b"".join(hiredis.pack_command(words) for words in commands)
         pool = client.connection_pool
         if self._connection is None:
             self._connection = await pool.get_connection()
@@ -370,11 +383,15 @@ class TurnPipeline:
                 await connection.disconnect()
                 await connection.send_packed_command(payload)
             results: list[Any] = []
-            for _ in calls:
-                try:
-                    results.append(await connection.read_response())
-                except rexc.ResponseError as exc:  # this call's error reply; the connection stays in step
-                    results.append(exc)
+            try:
+                async with asyncio.timeout(connection.socket_timeout):
+                    for _ in commands:
+                        try:
+                            results.append(await connection.read_response(timeout=math.inf))
+                        except rexc.ResponseError as exc:  # this command's error reply; the connection stays in step
+                            results.append(exc)
+            except TimeoutError:
+                raise rexc.TimeoutError("Timeout reading from redis") from None
             return results
         except BaseException:
             self._connection = None
@@ -390,10 +407,10 @@ class TurnPipeline:
             await self._client.connection_pool.release(connection)
 
 
-async def _evalsha(client: RedisCluster, sha: str, arguments: list[Any]) -> Any:
-    """One script call; an error reply or an outage comes back as the result, as in a pipeline."""
+async def _routed(client: RedisCluster, words: tuple[Any, ...]) -> Any:
+    """One command; an error reply or an outage comes back as the result, as in a pipeline."""
     try:
-        return await client.evalsha(sha, *arguments)  # type: ignore[misc]
+        return await client.execute_command(*words)
     except rexc.RedisError as exc:
         return exc
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ...redisconn import Outage, RedisClient, Unavailable, reconnector
+from ...redisconn import Outage, RedisClient, TurnPipeline, Unavailable, reconnector
 from .store import Neighbour, StoreUnavailable, VectorIndex
 
 log = logging.getLogger("tollway.cache")
@@ -44,26 +44,30 @@ class RedisStore:
         self._client = client
         self._block_ms = block_ms  # shorter than the client's socket timeout, which would cut a longer block
         self._outage = Outage("the response cache", retry_interval, reconnect=reconnector(client))
+        self._pipeline = TurnPipeline(client, self._outage)  # lookups and stores of one loop turn leave together
         self.index = VectorIndex()
         self._task: asyncio.Task[None] | None = None
         self._follow = follow
         self._entries_written = 0
         self._bytes_written = 0
 
-    async def _call(self, operation: Any) -> Any:
+    async def _command(self, *words: Any) -> Any:
         try:
-            return await self._outage.call(operation)
+            return await self._pipeline.command(*words)
         except Unavailable as exc:
             raise StoreUnavailable(str(exc)) from None
+        except Exception as exc:  # an error reply or a client fault: this lookup misses, the caller never sees it
+            log.warning("cache command failed", extra={"command": words[0], "error": f"{type(exc).__name__}: {exc}"})
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
 
     async def get(self, key: str) -> bytes | None:
         self._start()
-        value: bytes | None = await self._call(lambda: self._client.get(ENTRY + key))
+        value: bytes | None = await self._command("GET", ENTRY + key)
         return value
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
         self._start()
-        await self._call(lambda: self._client.set(ENTRY + key, value, px=max(1, int(ttl * 1000))))
+        await self._command("SET", ENTRY + key, value, "PX", max(1, int(ttl * 1000)))
         self._entries_written += 1
         self._bytes_written += len(value)
 
@@ -72,9 +76,10 @@ class RedisStore:
         expires = time.time() + ttl
         self.index.add(partition, key, vector, expires)
         packed = _pack(partition, vector)
-        await self._call(lambda: self._client.set(VECTOR + key, packed, px=max(1, int(ttl * 1000))))
-        fields: dict[Any, Any] = {"k": key, "v": packed, "x": repr(expires)}
-        await self._call(lambda: self._client.xadd(STREAM, fields, maxlen=STREAM_LENGTH, approximate=True))
+        await self._command("SET", VECTOR + key, packed, "PX", max(1, int(ttl * 1000)))
+        await self._command(
+            "XADD", STREAM, "MAXLEN", "~", STREAM_LENGTH, "*", "k", key, "v", packed, "x", repr(expires)
+        )
 
     async def nearest(self, partition: str, vector: Sequence[float]) -> Neighbour | None:
         self._start()
@@ -85,6 +90,7 @@ class RedisStore:
         return self._entries_written, self._bytes_written
 
     async def close(self) -> None:
+        await self._pipeline.drain()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
