@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -141,7 +142,7 @@ class Bench(Testbed):
         cmd = [sys.executable, str(BENCH / "streamload.py"), mode, "--url", ep.url, "--model", ep.model]
         for k, v in ep.headers.items():
             cmd += ["--header", f"{k}: {v}"]
-        cmd += args
+        cmd += args + (["--vary"] if ep.vary else [])
         out_path = self.tmp / "streamload.out"
         err_path = self.tmp / "streamload.err"
         cpu0 = cpu_seconds(ep.pid)
@@ -327,10 +328,26 @@ def _tput_ok(s: dict[str, Any]) -> bool:
     return s["p99_ms"] < P99_LATENCY_BUDGET_MS and s["errors"] <= 0.001 * max(1, s["requests"])
 
 
+VARY_MARK = "about the sea."
+
+
 def wrk_script(ep: Endpoint, limit: int) -> str:
     body = json.dumps(dict(CHAT_REQUEST, model=ep.model), separators=(",", ":"))
     lines = ['wrk.method = "POST"', f"wrk.body = [==[{body}]==]", 'wrk.headers["Content-Type"] = "application/json"']
     lines += [f'wrk.headers["{k}"] = [==[{v}]==]' for k, v in ep.headers.items()]
+    if ep.vary:  # a new question each time: the prompt ends with this script's nonce and a counter
+        head, tail_ = body.split(VARY_MARK)
+        lines.append(
+            textwrap.dedent(
+                f"""
+                local asked = 0
+                local nonce = "{secrets.token_hex(4)}"
+                function request()
+                  asked = asked + 1
+                  return wrk.format(nil, nil, nil, [==[{head}]==] .. nonce .. "-" .. asked .. [==[{tail_}]==])
+                end"""
+            )
+        )
     if limit:
         lines.append(
             textwrap.dedent(

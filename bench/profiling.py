@@ -19,7 +19,8 @@ from report import code_state
 
 
 def run_profile(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
-    """Tollway alone under py-spy during the 32-connection throughput run."""
+    """Tollway alone under py-spy during the 32-connection throughput run (the tollway-stages row's config with
+    `--only tollway-stages`)."""
     try:
         pyspy = peers.tools().parent / "py-spy"
     except peers.InstallError as exc:
@@ -27,7 +28,8 @@ def run_profile(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
         return 1
     bench = Bench(plan, tmp, args.quick)
     bench.start_services()
-    target = bench.start_tollway()
+    staged = "tollway-stages" in args.only and "tollway" not in args.only
+    target = bench.start_tollway_stages() if staged else bench.start_tollway()
     assert target.json is not None and target.proc is not None
     bench.check(target)
     say("warm-up")

@@ -47,7 +47,7 @@ from harness import (
 from measure import Bench, guardrail_costs, web_search_overhead
 from profiling import run_profile
 from report import add_deltas, code_state, environment, print_report
-from targets import TARGETS, Target
+from targets import DEFAULT_ROWS, TARGETS, Target
 
 
 def _on_signal(signum: int, frame: Any) -> None:
@@ -66,6 +66,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
             "figures will be noisy (each row reports how much of the gateway core they took)"
         )
     bench = Bench(plan, tmp, args.quick)
+    bench.before = args.before or ""
     bench.start_services()
     wanted = [t for t in TARGETS if t == "direct" or t in args.only]
     rows: list[dict[str, Any]] = []
@@ -176,8 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter bounds everywhere (< 5 minutes)")
     parser.add_argument(
         "--only",
-        default=",".join(TARGETS[1:]),
-        help="comma-separated rows besides direct: nginx,tollway,tollway-resp,litellm,portkey",
+        default=",".join(DEFAULT_ROWS),
+        help=f"comma-separated rows besides direct, of {','.join(TARGETS[1:])} (default: {','.join(DEFAULT_ROWS)})",
+    )
+    parser.add_argument(
+        "--before", metavar="COMMIT", help="also measure the tollway row's config on the code at COMMIT"
     )
     parser.add_argument("--profile", action="store_true", help="profile Tollway with py-spy instead of the table")
     parser.add_argument(
@@ -194,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-temp", action="store_true", help="keep the temp dir with configs and logs")
     args = parser.parse_args(argv)
     args.only = {x.strip() for x in args.only.split(",") if x.strip()}
+    if args.before:
+        args.only.add("tollway-before")
     unknown = args.only - set(TARGETS)
     if unknown:
         parser.error(f"unknown rows: {', '.join(sorted(unknown))}")

@@ -19,8 +19,10 @@ import argparse
 import asyncio
 import gc
 import re
+import secrets
 import sys
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import orjson
@@ -220,14 +222,26 @@ async def _connect(host: str, port: int) -> Exchange:
     return proto
 
 
+NONCE = secrets.token_hex(4)  # this run's prompts are new to any cache, earlier runs' included
+
+
+def asking(args: argparse.Namespace, text: str, max_tokens: int) -> Callable[[int], bytes]:
+    """The request of stream i: the same one each time, or with --vary a prompt nobody asked before."""
+
+    def request(i: int) -> bytes:
+        content = f"{text} ({NONCE}-{i})" if args.vary else text
+        body = {"model": args.model, "messages": [{"role": "user", "content": content}], "stream": True}
+        return build_request(args.url, args.header, {**body, "max_tokens": max_tokens})[2]
+
+    if args.vary:
+        return request
+    fixed = request(0)
+    return lambda i: fixed
+
+
 async def run_ttft(args: argparse.Namespace) -> dict:
-    body = {
-        "model": args.model,
-        "messages": [{"role": "user", "content": "Say hello."}],
-        "stream": True,
-        "max_tokens": 1,
-    }
-    host, port, request = build_request(args.url, args.header, body)
+    host, port, _ = build_request(args.url, args.header, {})
+    request = asking(args, "Say hello.", 1)
     deadline = time.monotonic() + args.max_seconds
     ttfts: list[int] = []
     totals: list[int] = []
@@ -239,7 +253,7 @@ async def run_ttft(args: argparse.Namespace) -> dict:
             reconnects += 1
             conn = await _connect(host, port)
         try:
-            error = await asyncio.wait_for(conn.start(request), timeout=30)
+            error = await asyncio.wait_for(conn.start(request(len(ttfts) + sum(errors.values()))), timeout=30)
         except TimeoutError:
             error = "timeout"
             conn.transport.abort()
@@ -266,13 +280,8 @@ async def run_ttft(args: argparse.Namespace) -> dict:
 
 
 async def run_streams(args: argparse.Namespace) -> dict:
-    body = {
-        "model": args.model,
-        "messages": [{"role": "user", "content": "Tell me a long story."}],
-        "stream": True,
-        "max_tokens": args.chunks,
-    }
-    host, port, request = build_request(args.url, args.header, body)
+    host, port, _ = build_request(args.url, args.header, {})
+    request = asking(args, "Tell me a long story.", args.chunks)
     n = args.streams
     state = {"open": 0, "peak": 0, "peak_at": None}
     t0 = time.monotonic()
@@ -294,7 +303,7 @@ async def run_streams(args: argparse.Namespace) -> dict:
         except OSError as exc:
             return f"connect: {exc.strerror or exc}"
         conns[i] = conn
-        conn_done = conn.start(request)
+        conn_done = conn.start(request(i))
         conn.on_first = opened
         try:
             error = await conn_done
@@ -368,6 +377,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=100, help="streams: concurrent streams")
     parser.add_argument("--chunks", type=int, default=100, help="streams: content chunks per stream")
     parser.add_argument("--ramp", type=float, default=1.0, help="streams: seconds over which streams are opened")
+    parser.add_argument("--vary", action="store_true", help="a new prompt per stream (a cache on the route misses)")
     parser.add_argument("--deadline", type=float, default=30, help="streams: hard stop, seconds")
     args = parser.parse_args()
     gc.disable()  # a collection pass over ~100k recorded tuples would stall the loop and show up as jitter

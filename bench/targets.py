@@ -42,7 +42,8 @@ CHAT_REPLY = {
     "system_fingerprint": None,
 }
 
-TARGETS = ["direct", "nginx", "tollway", "tollway-resp", "litellm", "portkey"]
+TARGETS = ["direct", "nginx", "tollway", "tollway-stages", "tollway-before", "tollway-resp", "litellm", "portkey"]
+DEFAULT_ROWS = ["nginx", "tollway", "tollway-stages", "litellm", "portkey"]  # the others are asked for by name
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Endpoint:
     headers: dict[str, str]
     model: str
     pid: int  # whose CPU and RSS are measured
+    vary: bool = False  # every request asks something new (a response cache on the route always misses)
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Testbed:
         self.tmp = tmp
         self.wrk_bin = ""
         self.nginx = ""
+        self.before = ""  # the commit of the tollway-before row (--before)
         self.upstream_port = 0
         self.sse_port = 0
         self.redis_port = 0
@@ -281,12 +284,37 @@ class Testbed:
         t.notes.append(f"the same row at {commit}, before redis-py: the limiter's hand-written RESP client")
         return t
 
-    def start_tollway(self, tree: Path | None = None, name: str = "tollway") -> Target:
+    def start_tollway_stages(self) -> Target:
+        """The same gateway with the stages a careful deployment turns on: a rules-only guardrail on the request
+        and the answer (streams through its window) and an exact response cache, every request a miss."""
+        t = self.start_tollway(name="tollway-stages", stages=True)
+        t.label = "Tollway + guardrail, cache"
+        for ep in (t.json, t.stream):
+            assert ep is not None
+            ep.vary = True
+        t.notes.append(
+            "the tollway row's config plus a rules guardrail (4 patterns, 3 PII detectors masking, both directions, "
+            "stream window 256 characters) and an exact cache (scope consumer); every request's prompt is new, so "
+            "each is a cache miss: the key, the lookup, then the answer recorded and stored"
+        )
+        return t
+
+    def start_tollway_before(self) -> Target:
+        """The same row at another commit (`--before`): the before of a change, measured in the same run."""
+        if not self.before:
+            raise RuntimeError("the tollway-before row needs --before COMMIT")
+        tree, commit = commit_tree(self.tmp, self.before)
+        t = self.start_tollway(tree=tree, name="tollway-before")
+        t.label = f"Tollway at {commit}"
+        t.notes.append(f"the tollway row's config on the code at {commit}")
+        return t
+
+    def start_tollway(self, tree: Path | None = None, name: str = "tollway", stages: bool = False) -> Target:
         t = Target(name, "Tollway")
         crs = self.tmp / f"{name}-crs"
         crs.mkdir(exist_ok=True)
         api_key = "sk-tollway-bench-" + secrets.token_hex(8)
-        (crs / "bench.yaml").write_text(tollway_crs(api_key, self.upstream_port, self.sse_port))
+        (crs / "bench.yaml").write_text(tollway_crs(api_key, self.upstream_port, self.sse_port, stages=stages))
         port, metrics_port = free_port(), free_port()
         log = self.tmp / f"{name}.log"  # its stderr: process log + one JSON access-log line per request
         python = REPO / ".venv" / "bin" / "python"
@@ -403,9 +431,26 @@ class Testbed:
         return t
 
 
-def tollway_crs(api_key: str, upstream_port: int, sse_port: int) -> str:
-    """A realistic Tollway config: 3 consumers, 2 pools, 6 routing rules, a Redis-backed TokenRateLimit."""
+STAGES = """
+guardrails:
+  stream: {window: 256}
+  checkers:
+    - name: prompt-injection
+      type: rules
+      patterns: ["(?i)ignore (all )?previous instructions", "(?i)system prompt", "BEGIN PRIVATE KEY", "rm -rf /"]
+    - name: pii
+      type: rules
+      action: mask
+      detectors: [email, credit-card, api-key]
+cache: {mode: exact, ttl: 10m, scope: consumer}
+"""
+
+
+def tollway_crs(api_key: str, upstream_port: int, sse_port: int, stages: bool = False) -> str:
+    """A realistic Tollway config: 3 consumers, 2 pools, 6 routing rules, a Redis-backed TokenRateLimit; with
+    `stages`, a guardrail and a response cache on the route."""
     other_key = "sk-team-b-" + secrets.token_hex(6)
+    route_stages = textwrap.indent(STAGES.strip("\n"), " " * 10) + "\n" if stages else ""
     return textwrap.dedent(
         f"""
         apiVersion: v1
@@ -459,7 +504,7 @@ def tollway_crs(api_key: str, upstream_port: int, sse_port: int) -> str:
         metadata: {{name: bench, namespace: default}}
         spec:
           match: {{pathPrefix: /v1}}
-          rules:
+{route_stages}          rules:
             - models: ["gpt-4o", "gpt-4o-*"]
               backends: [{{pool: json-upstream, model: {JSON_MODEL}}}]
             - models: ["o3*"]
@@ -502,10 +547,15 @@ def baseline_tree(tmp: Path) -> tuple[Path, str]:
     ).stdout.split()
     if not added:
         raise RuntimeError("no commit adds dataplane/tollway_dataplane/redisconn.py: no baseline to compare with")
+    return commit_tree(tmp, f"{added[-1]}^")
+
+
+def commit_tree(tmp: Path, revision: str) -> tuple[Path, str]:
+    """The gateway's source at a commit, unpacked from git into the run's temp dir."""
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", f"{added[-1]}^"], cwd=REPO, capture_output=True, text=True, check=True
+        ["git", "rev-parse", "--short", revision], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
-    tree = tmp / f"baseline-{commit}"
+    tree = tmp / f"tree-{commit}"
     if not tree.exists():
         tree.mkdir()
         archive = subprocess.run(
