@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from fixtures.openresponses.schema import assert_events, assert_response
 from tollway_contract.model import Checker, Guardrails, RulesSettings, WebhookSettings
 from tollway_dataplane.answer import Answer
@@ -86,6 +88,52 @@ def test_keywords_case_and_longest_first() -> None:
 
 def test_empty_matches_are_ignored() -> None:
     assert rules(patterns=("x*",)).hits("abc") == []
+
+
+TRICKY_PATTERNS = (
+    "(?i)ignore (all )?previous instructions",
+    "(?i)system prompt",
+    r"^secret$",
+    r"(?m)^root:",
+    r"a|b",
+    r"(\w)\1",  # a backreference: never joined into the one-scan alternation
+    r"(?x) pass \s* word  # verbose, with a comment",
+    "x*",
+    r"\bkey-\d+\b",
+)
+WORDS = ("Ignore previous instructions", "SYSTEM PROMPT", "secret", "root:x", "a", "b", "pass word", "key-42", "zz", "\n", " ")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    patterns=st.lists(st.sampled_from(TRICKY_PATTERNS), min_size=1, max_size=5, unique=True),
+    keywords=st.lists(st.sampled_from(("foo", "foo bar", "a")), max_size=2, unique=True),
+    ignore_case=st.booleans(),
+    words=st.lists(st.sampled_from(WORDS), max_size=8),
+)
+def test_the_one_scan_prefilter_and_the_memo_never_change_what_is_found(
+    patterns: list[str], keywords: list[str], ignore_case: bool, words: list[str]
+) -> None:
+    text = "".join(words)
+    checker = rules(patterns=tuple(patterns), keywords=tuple(keywords), ignore_case=ignore_case)
+    plain = rules(patterns=tuple(patterns), keywords=tuple(keywords), ignore_case=ignore_case)
+    plain._prefilter = None  # every pattern scanned on its own
+    expected = plain.hits(text)
+    assert checker.hits(text) == expected
+    assert list(checker.remembered_hits(text)) == expected  # computed
+    assert list(checker.remembered_hits(text)) == expected  # remembered
+
+
+def test_the_memo_is_bounded_and_skips_long_texts() -> None:
+    from tollway_dataplane.stages.guardrails import rules as rules_module
+
+    checker = rules(patterns=("secret", "token"))
+    for i in range(rules_module.MEMO_ENTRIES + 10):
+        checker.remembered_hits(f"text {i} secret")
+    assert len(checker._memo) <= rules_module.MEMO_ENTRIES
+    long_text = "secret " * rules_module.MEMO_TEXT_CHARS
+    assert len(checker.remembered_hits(long_text)) == rules_module.MEMO_TEXT_CHARS
+    assert long_text not in checker._memo
 
 
 # -- guard-model parsers ---------------------------------------------------------------------------------------

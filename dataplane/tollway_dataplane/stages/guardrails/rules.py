@@ -4,6 +4,12 @@ Everything is compiled once per config snapshot. `hits` finds non-overlapping sp
 canonical order, then patterns, then keywords, so an email inside a pattern's match is masked as [EMAIL]);
 `mask` replaces them. Both are synchronous and cheap, which is why a stream runs them on every batch while
 remote checkers see a window at a time.
+
+Two things keep the common case (nothing found) cheap. The patterns and keywords are also compiled into one
+alternation, searched first: text it does not match cannot match any of them, so one scan replaces one per
+pattern. And a whole text's findings are remembered (a bounded map per checker, texts up to 2,048 characters):
+system prompts, few-shot examples and a conversation's history come back on every turn, and a rule is a
+function of the text alone. Stream buffers, which grow batch by batch, are never remembered.
 """
 
 from __future__ import annotations
@@ -40,6 +46,19 @@ class RulesChecker:
         # One alternation for every keyword, longest first so "foo bar" wins over "foo".
         words = sorted(set(settings.keywords), key=len, reverse=True)
         self._keywords = re.compile("|".join(re.escape(w) for w in words), flags) if words else None
+        self._prefilter = _alternation([*settings.patterns, *(re.escape(w) for w in words)], flags)
+        self._memo: dict[str, tuple[Hit, ...]] = {}
+
+    def remembered_hits(self, text: str) -> tuple[Hit, ...]:
+        """`hits` of a whole text (a message, an answer), remembered."""
+        found = self._memo.get(text)
+        if found is None:
+            found = tuple(self.hits(text))
+            if len(text) <= MEMO_TEXT_CHARS:
+                if len(self._memo) >= MEMO_ENTRIES:
+                    self._memo.clear()  # a burst of new texts: start over rather than track recency per lookup
+                self._memo[text] = found
+        return found
 
     def hits(self, text: str) -> list[Hit]:
         taken: list[Hit] = []
@@ -55,6 +74,9 @@ class RulesChecker:
             for m in detector.pattern.finditer(text):
                 if detector.valid(m.group()):
                     take(m.start(), m.end(), detector.name, detector.placeholder)
+        if self._prefilter is not None and self._prefilter.search(text) is None:
+            taken.sort(key=lambda h: h.start)
+            return taken  # no pattern and no keyword occurs
         for pattern in self._patterns:
             for m in pattern.finditer(text):
                 take(m.start(), m.end(), "pattern", self._replacement)
@@ -65,14 +87,14 @@ class RulesChecker:
         return taken
 
     def mask(self, text: str) -> str:
-        return apply(text, self.hits(text))
+        return apply(text, self.remembered_hits(text))
 
     async def check(self, texts: list[str], context: CheckContext) -> Result:
         categories: list[str] = []
         rewritten: list[str] = []
         changed = False
         for text in texts:
-            hits = self.hits(text)
+            hits = self.remembered_hits(text)
             categories.extend(h.category for h in hits)
             if hits and self.config.action == "mask":
                 rewritten.append(apply(text, hits))
@@ -80,6 +102,28 @@ class RulesChecker:
             else:
                 rewritten.append(text)
         return Result(categories=tuple(dict.fromkeys(categories)), texts=rewritten if changed else None)
+
+
+MEMO_ENTRIES = 1024
+MEMO_TEXT_CHARS = 2048
+_GLOBAL_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
+_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
+
+
+def _alternation(patterns: list[str], flags: int) -> re.Pattern[str] | None:
+    """One regex matching wherever any of `patterns` matches; None when they cannot be joined faithfully
+    (a backreference would point at another pattern's group, a global flag in the middle is an error)."""
+    if len(patterns) < 2 or any(_BACKREFERENCE.search(p) for p in patterns):
+        return None
+    # A leading global flag, "(?i)abc", applies to that pattern alone once scoped: "(?i:abc)".
+    scoped = [
+        _GLOBAL_FLAGS.sub(lambda m: f"(?{m.group(1)}:", p, count=1) + ")" if _GLOBAL_FLAGS.match(p) else f"(?:{p})"
+        for p in patterns
+    ]
+    try:
+        return re.compile("|".join(scoped), flags)
+    except re.error:
+        return None
 
 
 def _holds(known: dict[str, bool], condition: str, text: str) -> bool:
