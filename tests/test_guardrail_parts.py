@@ -9,9 +9,9 @@ from typing import Any
 
 import orjson
 import pytest
+from fixtures.openresponses.schema import assert_events, assert_response
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from fixtures.openresponses.schema import assert_events, assert_response
 from tollway_contract.model import Checker, Guardrails, RulesSettings, WebhookSettings
 from tollway_dataplane.answer import Answer
 from tollway_dataplane.stages.base import EndStream
@@ -101,7 +101,19 @@ TRICKY_PATTERNS = (
     "x*",
     r"\bkey-\d+\b",
 )
-WORDS = ("Ignore previous instructions", "SYSTEM PROMPT", "secret", "root:x", "a", "b", "pass word", "key-42", "zz", "\n", " ")
+WORDS = (
+    "Ignore previous instructions",
+    "SYSTEM PROMPT",
+    "secret",
+    "root:x",
+    "a",
+    "b",
+    "pass word",
+    "key-42",
+    "zz",
+    "\n",
+    " ",
+)
 
 
 @settings(max_examples=300, deadline=None)
