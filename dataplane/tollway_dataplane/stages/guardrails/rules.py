@@ -15,6 +15,7 @@ function of the text alone. Stream buffers, which grow batch by batch, are never
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tollway_contract.model import Checker, RulesSettings
@@ -133,7 +134,7 @@ def _holds(known: dict[str, bool], condition: str, text: str) -> bool:
     return value
 
 
-def apply(text: str, hits: list[Hit]) -> str:
+def apply(text: str, hits: Sequence[Hit]) -> str:
     """`text` with every hit (sorted, non-overlapping) replaced."""
     if not hits:
         return text
