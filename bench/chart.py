@@ -21,6 +21,8 @@ def main(src: str, dst: str) -> None:
         "direct": "#9e9e9e",
         "nginx": "#607d8b",
         "tollway": "#2e7d32",
+        "tollway-stages": "#66bb6a",
+        "tollway-before": "#a5d6a7",
         "litellm": "#c62828",
         "portkey": "#6a1b9a",
     }
