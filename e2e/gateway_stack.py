@@ -34,7 +34,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RBAC_DIR = REPO_ROOT / "helm" / "tollway" / "files" / "rbac"
 CONFIGMAP = "tollway-config"
 SECRET = "tollway-provider-keys"
-FORBIDDEN = re.compile(r"(?<![\d.])403(?![\d.])|forbidden", re.IGNORECASE)
+# A status code standing alone: a hash or request id that holds the digits 403 ("594d403ec0") is not one.
+FORBIDDEN = re.compile(r"(?<![\w.])403(?![\w.])|forbidden", re.IGNORECASE)
 T = TypeVar("T")
 
 
