@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Any
 
 import orjson
@@ -67,6 +68,17 @@ def test_detectors_find_what_they_name(detector: str, text: str, expected: list[
     assert found(detector, text) == expected
 
 
+# The e-mail pattern before it was anchored at the start of a run and made possessive (quadratic on long runs).
+_UNANCHORED_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="ab1.-_+%@ x", max_size=60))
+def test_the_linear_email_pattern_finds_what_the_unanchored_one_found(text: str) -> None:
+    expected = [m.span() for m in _UNANCHORED_EMAIL.finditer(text)]
+    assert [m.span() for m in DETECTORS["email"].pattern.finditer(text)] == expected
+
+
 def rules(**settings: Any) -> RulesChecker:
     action = settings.pop("action", "mask")
     return RulesChecker(Checker(name="r", type="rules", settings=RulesSettings(**settings), action=action))
@@ -100,6 +112,10 @@ TRICKY_PATTERNS = (
     r"(?x) pass \s* word  # verbose, with a comment",
     "x*",
     r"\bkey-\d+\b",
+    "BEGIN PRIVATE KEY",
+    "(?i)key",  # the Kelvin sign matches it case-insensitively: lower-casing alone would miss that
+    "rm -rf /",
+    "(?i:sec)ret",  # a scoped case flag: no literal is taken from it
 )
 WORDS = (
     "Ignore previous instructions",
@@ -110,6 +126,12 @@ WORDS = (
     "b",
     "pass word",
     "key-42",
+    "\u212aEY",  # KELVIN SIGN, E, Y
+    "\u017fystem prompt",  # LATIN SMALL LETTER LONG S
+    "begin private key",
+    "BEGIN PRIVATE KEY",
+    "rm -rf /",
+    "SECret",
     "zz",
     "\n",
     " ",
@@ -123,17 +145,26 @@ WORDS = (
     ignore_case=st.booleans(),
     words=st.lists(st.sampled_from(WORDS), max_size=8),
 )
-def test_the_one_scan_prefilter_and_the_memo_never_change_what_is_found(
+def test_the_prefilters_and_the_memo_never_change_what_is_found(
     patterns: list[str], keywords: list[str], ignore_case: bool, words: list[str]
 ) -> None:
     text = "".join(words)
     checker = rules(patterns=tuple(patterns), keywords=tuple(keywords), ignore_case=ignore_case)
     plain = rules(patterns=tuple(patterns), keywords=tuple(keywords), ignore_case=ignore_case)
-    plain._prefilter = None  # every pattern scanned on its own
+    plain._prefilter = plain._literals = None  # every pattern scanned on its own
     expected = plain.hits(text)
     assert checker.hits(text) == expected
     assert list(checker.remembered_hits(text)) == expected  # computed
     assert list(checker.remembered_hits(text)) == expected  # remembered
+
+
+def test_the_literal_prefilter_is_exact_on_case_folding_beyond_ascii() -> None:
+    checker = rules(patterns=("(?i)system prompt", "BEGIN PRIVATE KEY"), keywords=("Foo",), ignore_case=True)
+    assert checker._literals is not None  # every pattern has a word it must contain
+    assert checker.hits("nothing to see") == []
+    # The long s matches "s" case-insensitively: a non-ASCII text is never ruled out by lower-casing.
+    assert [h.category for h in checker.hits("the \u017fystem prompt")] == ["pattern"]
+    assert [h.category for h in checker.hits("FOO and begin private key")] == ["keyword", "pattern"]
 
 
 def test_the_memo_is_bounded_and_skips_long_texts() -> None:

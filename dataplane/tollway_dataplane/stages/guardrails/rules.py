@@ -5,11 +5,13 @@ canonical order, then patterns, then keywords, so an email inside a pattern's ma
 `mask` replaces them. Both are synchronous and cheap, which is why a stream runs them on every batch while
 remote checkers see a window at a time.
 
-Two things keep the common case (nothing found) cheap. The patterns and keywords are also compiled into one
-alternation, searched first: text it does not match cannot match any of them, so one scan replaces one per
-pattern. And a whole text's findings are remembered (a bounded map per checker, texts up to 2,048 characters):
-system prompts, few-shot examples and a conversation's history come back on every turn, and a rule is a
-function of the text alone. Stream buffers, which grow batch by batch, are never remembered.
+Two things keep the common case (nothing found) cheap. A text that lacks the literal words each pattern and
+keyword must contain cannot match any of them (literals.py: a substring search, where one regex scan costs
+microseconds); when some pattern has no such word, the patterns and keywords are compiled into one alternation,
+searched first, so one scan replaces one per pattern. And a whole text's findings are remembered (a bounded map
+per checker, texts up to 2,048 characters): system prompts, few-shot examples and a conversation's history come
+back on every turn, and a rule is a function of the text alone. Stream buffers, which grow batch by batch, are
+never remembered.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from tollway_contract.model import Checker, RulesSettings
 
 from .detectors import CONDITIONS, DETECTORS, Detector
+from .literals import LiteralFilter
 from .verdict import CheckContext, Result
 
 
@@ -47,7 +50,9 @@ class RulesChecker:
         # One alternation for every keyword, longest first so "foo bar" wins over "foo".
         words = sorted(set(settings.keywords), key=len, reverse=True)
         self._keywords = re.compile("|".join(re.escape(w) for w in words), flags) if words else None
-        self._prefilter = _alternation([*settings.patterns, *(re.escape(w) for w in words)], flags)
+        searched = [*settings.patterns, *(re.escape(w) for w in words)]
+        self._literals = LiteralFilter.of(searched, flags)
+        self._prefilter = _alternation(searched, flags)
         self._memo: dict[str, tuple[Hit, ...]] = {}
 
     def remembered_hits(self, text: str) -> tuple[Hit, ...]:
@@ -75,7 +80,7 @@ class RulesChecker:
             for m in detector.pattern.finditer(text):
                 if detector.valid(m.group()):
                     take(m.start(), m.end(), detector.name, detector.placeholder)
-        if self._prefilter is not None and self._prefilter.search(text) is None:
+        if not self._may_match(text):
             taken.sort(key=lambda h: h.start)
             return taken  # no pattern and no keyword occurs
         for pattern in self._patterns:
@@ -86,6 +91,14 @@ class RulesChecker:
                 take(m.start(), m.end(), "keyword", self._replacement)
         taken.sort(key=lambda h: h.start)
         return taken
+
+    def _may_match(self, text: str) -> bool:
+        """False only when no pattern and no keyword can match: a word each must contain is absent, or the one
+        alternation of them all finds nothing."""
+        literals = self._literals
+        if literals is not None and literals.decides(text):
+            return literals.occurs(text)
+        return self._prefilter is None or self._prefilter.search(text) is not None
 
     def mask(self, text: str) -> str:
         return apply(text, self.remembered_hits(text))
