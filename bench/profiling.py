@@ -1,5 +1,6 @@
-"""The profile mode (`--profile`): Tollway alone under py-spy while wrk drives 32 connections, and the summary
-of its collapsed stacks (self time, Tollway's inclusive time, self time per component)."""
+"""The profile mode (`--profile`): Tollway alone under py-spy while wrk drives 32 connections (or, with
+`--profile-streams N`, while it relays N concurrent streams), and the summary of its collapsed stacks (self time,
+Tollway's inclusive time, self time per component)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import peers
 from harness import LOAD_CORE, PROCS, REPO, RESULTS, Plan, say
 from measure import Bench
 from report import code_state
+from targets import Target
 
 
 def run_profile(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
@@ -41,7 +43,8 @@ def run_profile(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
     outputs = []
     for fmt_name, suffix in (("raw", ".collapsed.txt"), ("flamegraph", ".svg")):
         out = Path(str(base) + suffix)
-        say(f"py-spy record ({fmt_name}) for {seconds}s while wrk runs 32 connections against Tollway")
+        load = f"{args.profile_streams} streams are relayed" if args.profile_streams else "wrk runs 32 connections"
+        say(f"py-spy record ({fmt_name}) for {seconds}s while {load} through Tollway")
         cmd = [
             str(pyspy),
             "record",
@@ -68,12 +71,15 @@ def run_profile(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
         )
         PROCS.children.append(("py-spy", spy))
         time.sleep(0.5)
-        r = bench.wrk(target.json, 32, seconds)
+        if args.profile_streams:
+            print(f"     {_streams(bench, target, args.profile_streams, seconds)} under the profiler")
+        else:
+            r = bench.wrk(target.json, 32, seconds)
+            print(f"     {r['rps']:.0f} req/s under the profiler (p99 {r['p99_ms']:.1f} ms)")
         try:
             spy_out, _ = spy.communicate(timeout=seconds + 30)
         finally:
             PROCS.stop(spy)
-        print(f"     {r['rps']:.0f} req/s under the profiler (p99 {r['p99_ms']:.1f} ms)")
         if not out.exists():
             say(f"py-spy produced no output: {spy_out.decode(errors='replace')[-400:]}")
             return 1
@@ -95,6 +101,21 @@ def run_profile(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
         f"summary: {summary.relative_to(REPO)}"
     )
     return 0
+
+
+def _streams(bench: Bench, target: Target, streams: int, seconds: int) -> str:
+    """`streams` concurrent streams, opened over 2 s, each long enough to outlast the sampling."""
+    assert target.stream is not None
+    chunks = (seconds + 4) * 20  # 20 chunks a second
+    r = bench.streamload(
+        target.stream,
+        "streams",
+        ["--streams", str(streams), "--chunks", str(chunks), "--ramp", "2", "--deadline", str(seconds + 15)],
+        seconds + 35,
+    )
+    chunks_relayed = r["transit_ms"].get("n") or 0
+    per_chunk = f"{r['cpu_s'] / chunks_relayed * 1e6:.1f} us/chunk" if chunks_relayed else "no chunks"
+    return f"{r['complete']}/{streams} streams complete, {per_chunk}, errors {r['errors'] or 0}"
 
 
 def profile_report(collapsed: Path, expected: int, top: int = 25) -> str:

@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py            # full run (make bench), ~10-15 minutes
     .venv/bin/python bench/run.py --quick    # make bench-quick, < 5 minutes once peers are installed
     .venv/bin/python bench/run.py --profile  # Tollway under py-spy during the throughput run
+    .venv/bin/python bench/run.py --profile --profile-streams 1000  # ... while it relays 1,000 streams
 
 Every gateway is pinned to core 1 (taskset -c 1); the load generators (wrk, bench/streamload.py), the upstreams
 (nginx, bench/sse_upstream.py) and Redis share core 0. Rows: direct to the upstream (the floor), nginx
@@ -189,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         help="seconds to wait before each row for the gateway core to be quiet (default: 60, 0 with --quick)",
+    )
+    parser.add_argument(
+        "--profile-streams",
+        type=int,
+        default=0,
+        metavar="N",
+        help="--profile: sample while N concurrent streams are relayed instead of the 32-connection throughput run",
     )
     parser.add_argument(
         "--nonblocking",
