@@ -86,7 +86,8 @@ def run_profile(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
         outputs.append(out)
     PROCS.stop(target.proc)
     state = code_state()
-    report = profile_report(outputs[0], expected=200 * seconds)
+    load = f"{args.profile_streams} streams" if args.profile_streams else "32 connections"
+    report = profile_report(outputs[0], expected=200 * seconds, load=load)
     report = (
         f"code at {state.get('head', '?')}"
         + (f" + uncommitted changes in {', '.join(state['uncommitted'])}" if state.get("uncommitted") else "")
@@ -118,7 +119,7 @@ def _streams(bench: Bench, target: Target, streams: int, seconds: int) -> str:
     return f"{r['complete']}/{streams} streams complete, {per_chunk}, errors {r['errors'] or 0}"
 
 
-def profile_report(collapsed: Path, expected: int, top: int = 25) -> str:
+def profile_report(collapsed: Path, expected: int, top: int = 25, load: str = "32 connections") -> str:
     """Self time per function (leaf frame), inclusive time of Tollway's own functions and self time per
     component, for the event-loop thread, from py-spy's collapsed stacks (idle samples are not recorded)."""
     self_time: dict[str, int] = {}
@@ -145,7 +146,7 @@ def profile_report(collapsed: Path, expected: int, top: int = 25) -> str:
     if not total:
         return "no samples"
     lines = [
-        f"Tollway's event-loop thread under 32 connections: {total} busy samples of {expected} "
+        f"Tollway's event-loop thread under {load}: {total} busy samples of {expected} "
         f"(~{100 * total / expected:.0f}% of the time on CPU; helper threads: {other_threads} samples); "
         "% below are of the loop thread's busy time",
         f"top {top} functions by self time:",
