@@ -320,10 +320,12 @@ class Testbed:
         python = REPO / ".venv" / "bin" / "python"
         if not python.exists():
             raise RuntimeError(f"{python} is missing: run `make install` first")
+        # The CLI's module: its own package now, a module of the data plane before the planes were untangled.
+        cli = "tollway_cli" if tree is None or (tree / "cli" / "tollway_cli").is_dir() else "tollway_dataplane.cli"
         cmd = [
             str(python),
             "-m",
-            "tollway_cli",
+            cli,
             "run",
             "--crs",
             str(crs),
@@ -558,9 +560,13 @@ def commit_tree(tmp: Path, revision: str) -> tuple[Path, str]:
     tree = tmp / f"tree-{commit}"
     if not tree.exists():
         tree.mkdir()
-        archive = subprocess.run(
-            ["git", "archive", commit, "dataplane", "cli", "operator"], cwd=REPO, capture_output=True, check=True
-        ).stdout
+        # The source directories that commit has: the CLI got a package of its own later than some commits worth
+        # comparing with (f71dedb, the start of the performance work, has only dataplane and operator).
+        present = subprocess.run(
+            ["git", "ls-tree", "--name-only", commit], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.split()
+        wanted = [d for d in ("dataplane", "cli", "operator") if d in present]
+        archive = subprocess.run(["git", "archive", commit, *wanted], cwd=REPO, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     return tree, commit
 
