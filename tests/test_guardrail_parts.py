@@ -17,7 +17,7 @@ from tollway_contract.model import Checker, Guardrails, RulesSettings, WebhookSe
 from tollway_dataplane.answer import Answer
 from tollway_dataplane.stages.base import EndStream
 from tollway_dataplane.stages.guardrails import acs3, judge
-from tollway_dataplane.stages.guardrails.detectors import DETECTORS, cn_id_check, luhn
+from tollway_dataplane.stages.guardrails.detectors import CONDITIONS, DETECTORS, cn_id_check, luhn
 from tollway_dataplane.stages.guardrails.respond import ResponseGuard
 from tollway_dataplane.stages.guardrails.responses_view import ResponsesView
 from tollway_dataplane.stages.guardrails.rules import RulesChecker
@@ -77,6 +77,30 @@ _UNANCHORED_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-
 def test_the_linear_email_pattern_finds_what_the_unanchored_one_found(text: str) -> None:
     expected = [m.span() for m in _UNANCHORED_EMAIL.finditer(text)]
     assert [m.span() for m in DETECTORS["email"].pattern.finditer(text)] == expected
+
+
+# Pieces whose concatenations make matches, near misses (16 digits, an @ without a domain) and Unicode digits.
+DETECTOR_PARTS = (
+    *(VALID_ID, "a@b.io", "x@y", "13800138000", "4111 1111 1111 1111", "10.0.0.1", "+1 415 555 2671"),
+    *("sk-proj-abcdefghijklmnopqrstuv", "1234567890123456", "12345678", "@", ".", "1", "\u0663", "\uff11"),
+    *(" ", "X", "a", "-"),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(DETECTOR_PARTS),
+        max_size=12,
+    )
+)
+def test_a_detector_matches_only_where_its_conditions_hold(parts: list[str]) -> None:
+    text = "".join(parts)  # the conditions skip the expression: they must hold wherever it can match
+    for detector in DETECTORS.values():
+        if detector.pattern.search(text) is not None:
+            assert all(CONDITIONS[c](text) for c in detector.needs), detector.name
+    assert CONDITIONS["digits-17"](text) == (re.search(r"\d{17}", text) is not None)
+    assert CONDITIONS["digit"](text) == (re.search(r"\d", text) is not None)
 
 
 def rules(**settings: Any) -> RulesChecker:

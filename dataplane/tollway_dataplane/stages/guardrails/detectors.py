@@ -29,10 +29,22 @@ def _has_digit(text: str) -> bool:
     return _DIGIT.search(text) is not None
 
 
+_DIGIT_RUN_17 = re.compile(r"\d{17}")
+_DIGITS_TO_ZERO = bytes(b"0"[0] if chr(i).isdigit() and i < 128 else b" "[0] for i in range(256))
+
+
+def _has_17_digits(text: str) -> bool:
+    """A run of 17 digits, as every resident ID number holds: dates, prices and timestamps rarely do."""
+    if text.isascii():
+        return b"0" * 17 in text.encode("ascii").translate(_DIGITS_TO_ZERO)
+    return _DIGIT_RUN_17.search(text) is not None
+
+
 # The necessary conditions detectors name, each computed at most once per text.
 CONDITIONS: dict[str, Callable[[str], bool]] = {
     "at": lambda text: "@" in text,
     "digit": _has_digit,
+    "digits-17": _has_17_digits,
     "dot": lambda text: "." in text,
     "key-prefix": lambda text: any(prefix in text for prefix in _KEY_PREFIXES),
 }
@@ -88,7 +100,7 @@ DETECTORS: dict[str, Detector] = {
             # a few seconds of CPU for 20,000 letters and an @; a stream window rescanning its text per batch
             # paid it on every batch). The leftmost match starts at a run's start anyway, so nothing else changes.
             re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
-            needs=("at",),
+            needs=("at", "dot"),  # the domain ends in a dot and a top-level name
         ),
         # Before phone: a card number or an ID would otherwise contain phone-shaped runs.
         Detector(
@@ -101,7 +113,7 @@ DETECTORS: dict[str, Detector] = {
                 r"(?<!\d)\d{6}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![\dA-Za-z])"
             ),
             cn_id_check,
-            ("digit",),
+            ("digits-17",),  # 17 digits, then the check character
         ),
         Detector(
             "phone",
