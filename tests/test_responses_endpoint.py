@@ -373,7 +373,7 @@ async def test_limits_apply(make_gateway: GatewayFactory, mock_llm: MockLLM) -> 
 # -- hosted tools, failures, errors ------------------------------------------------------------------------------
 
 
-async def test_web_search_is_dropped_for_translated_pools_and_counted(
+async def test_web_search_without_a_stage_is_dropped_for_translated_pools_and_counted(
     make_gateway: GatewayFactory, mock_llm: MockLLM, caplog: pytest.LogCaptureFixture
 ) -> None:
     capture_access(caplog)
@@ -385,9 +385,10 @@ async def test_web_search_is_dropped_for_translated_pools_and_counted(
     assert result.status == "completed"
     (sent,) = await mock_llm.requests()
     assert [t["function"]["name"] for t in sent["body"]["tools"]] == ["get_weather"]
+    assert "web_search_options" not in sent["body"]  # no web-search stage on this route to take it
     assert counter._value.get() == before + 1
     record = (await access_record(caplog, RESPONSES))["ai_log"]
-    assert record["responses"] == {"dropped": ["tool:web_search"]}
+    assert record["responses"] == {"dropped": ["tool:web_search"], "web_search": "dropped"}
 
 
 @pytest.mark.parametrize("provider", ["openai-compatible", "openai"])

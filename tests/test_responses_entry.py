@@ -88,7 +88,8 @@ def test_an_agent_turn_converts_to_chat() -> None:
     # Fields a translated pool has no use for never reach it; unknown ones are not an error either.
     for name in ("include", "prompt_cache_key", "client_metadata", "store", "some_future_field", "instructions"):
         assert name not in chat
-    assert conversion.dropped == ["item:reasoning", "tool:web_search"]
+    assert conversion.dropped == ["item:reasoning"]
+    assert chat["web_search_options"] == {}  # the hosted tool, for the route's web-search stage
     assert conversion.names == {"agents__spawn": ("agents", "spawn")}
 
 
@@ -180,9 +181,19 @@ def test_namespaced_calls_in_the_history_and_tool_choices() -> None:
     assert chat["tool_choice"] == {"type": "function", "function": {"name": "agents__spawn"}}
     # A tool choice naming a hosted tool goes with the tool; no tools left means no tool choice either.
     chat, conversion = to_chat(
-        {"model": "m", "input": "x", "tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search"}}
+        {"model": "m", "input": "x", "tools": [{"type": "file_search"}], "tool_choice": {"type": "file_search"}}
     )
-    assert "tools" not in chat and "tool_choice" not in chat and conversion.dropped == ["tool:web_search"]
+    assert "tools" not in chat and "tool_choice" not in chat and conversion.dropped == ["tool:file_search"]
+    # The web-search tool, under any of its names, becomes web_search_options; forcing it needs nothing more.
+    located = {"type": "approximate", "city": "Paris", "country": "FR", "region": 7}
+    for kind in ("web_search", "web_search_preview", "web_search_preview_2025_03_11", "web_search_2025_08_26"):
+        tool = {"type": kind, "search_context_size": "high", "user_location": located}
+        chat, conversion = to_chat({"model": "m", "input": "x", "tools": [tool], "tool_choice": {"type": kind}})
+        assert chat["web_search_options"] == {
+            "search_context_size": "high",
+            "user_location": {"type": "approximate", "approximate": {"city": "Paris", "country": "FR"}},
+        }
+        assert "tools" not in chat and "tool_choice" not in chat and conversion.dropped == []
 
 
 @pytest.mark.parametrize(
@@ -227,7 +238,7 @@ async def test_intake_keeps_the_callers_body_and_continues_stored_conversations(
     body = agent_request(stream=False)
     intake = await ENTRY.intake(body, caller(store))
     assert intake.native is not None and intake.native.body is body and intake.native.dialect.name == RESPONSES
-    assert intake.notes == {"responses": {"dropped": ["item:reasoning", "tool:web_search"]}}
+    assert intake.notes == {"responses": {"dropped": ["item:reasoning"], "web_search": "requested"}}
     earlier = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Before"}]}]
     answer = {
         "id": "resp_1",

@@ -14,6 +14,7 @@ import anthropic
 import orjson
 import pytest
 from conftest import GatewayFactory, GatewayHandle, MockLLM, read_sse
+from fixtures.openresponses.schema import assert_events, assert_response
 from fixtures.providers.support import provider_crs
 from search_engines import MockEngine, running_engines
 from tollway_dataplane.answer import Answer
@@ -533,6 +534,55 @@ async def test_messages_callers_get_anthropic_citations(
         "https://news.example/report",
         "https://video.example/h",
     ]
+
+
+async def test_the_responses_hosted_web_search_tool_reaches_the_stage(
+    make_gateway: GatewayFactory,
+    mock_llm: MockLLM,
+    engines: dict[str, MockEngine],
+    access_log: list[dict[str, Any]],
+) -> None:
+    """What agents send (the hosted tool, a location) is searched by the route's stage; the citations come back
+    as Responses url_citation annotations, whole and streamed, and the tool is not counted as dropped."""
+    gateway = await make_gateway(cited_crs(mock_llm, engines, "annotations"))
+    dropped = sample("tollway_responses_dropped_total", kind="tool", type="web_search")
+    tool = {
+        "type": "web_search",
+        "search_context_size": "low",
+        "user_location": {"type": "approximate", "city": "Paris"},
+    }
+    body = {"model": "mock-gpt", "input": "Who won the match yesterday?", "tools": [tool], "store": False}
+    await mock_llm.script({"content": CITED})
+    async with gateway.post("/v1/responses", body) as response:
+        assert response.status == 200
+        answer = await response.json()
+    assert_response(answer)
+    assert engines["searxng"].queries == ["Who won the match yesterday?"]
+    (sent,) = await chat_requests(mock_llm)
+    assert "web_search_options" not in sent["body"] and "tools" not in sent["body"]
+    assert "Match report" in sent["body"]["messages"][0]["content"]  # grounded by the stage's system message
+    (part,) = answer["output"][0]["content"]
+    assert part["text"] == CITED
+    assert part["annotations"] == [{"type": "url_citation", **a["url_citation"]} for a in expected_annotations(CITED)]
+    assert access_log[-1]["ai_log"]["responses"] == {"web_search": "stage"}
+
+    await mock_llm.script({"content": CITED})  # one word per chunk
+    async with gateway.post("/v1/responses", {**body, "stream": True}) as response:
+        raw = await response.read()
+    events = [json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ")]
+    assert_events(events)
+    added = [e for e in events if e["type"] == "response.output_text.annotation.added"]
+    assert [e["annotation_index"] for e in added] == [0, 1, 2, 3]
+    final = events[-1]["response"]
+    assert final["output"][0]["content"][0]["annotations"] == [e["annotation"] for e in added]
+    text = final["output"][0]["content"][0]["text"]
+    assert [text[a["start_index"] : a["end_index"]] for a in (e["annotation"] for e in added)] == [
+        "[1]",
+        "[2]",
+        "[1]",
+        "[3]",
+    ]
+    assert sample("tollway_responses_dropped_total", kind="tool", type="web_search") == dropped
 
 
 async def test_a_marker_split_across_chunks_is_still_found() -> None:

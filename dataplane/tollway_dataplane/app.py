@@ -252,7 +252,7 @@ class Gateway:
             intake = await protocol.intake(body, CallerContext(consumer.name, self.responses, request.headers))
             body, native, answers = intake.chat, intake.native, intake.answers
             ctx.protocol = answers
-            ctx.notes = dict(intake.notes) if intake.notes else None
+            ctx.notes = intake.notes or None  # the stages note into the same dict, which the caller's answers read
             raw = orjson.dumps(body)
         call = make_call(endpoint, body, raw, native)
         if self.capture_text:

@@ -6,10 +6,12 @@ the response store (the next call carries the whole conversation, on whichever p
 move between providers), converts the request for translated pools (`to_chat`), keeps the body for native ones,
 and binds the answer side (`responses_answer`) to this request, because Responses objects echo the request.
 
-Translated pools get what Chat Completions can express. Left out there (native pools get everything): hosted
-tools (`web_search` and the rest: agents list them on every turn, so they are dropped and counted rather than
-refused), reasoning items of earlier turns, `include`, `prompt_cache_key`, metadata, `text.verbosity`, logprobs
-and unknown fields. Namespaced function tools are flattened to `{namespace}__{name}` and named back in answers.
+Translated pools get what Chat Completions can express. The hosted `web_search` tool becomes chat's
+`web_search_options`, which the route's web-search stage takes (the answer side counts it as dropped when no stage
+did). Left out there (native pools get everything): the other hosted tools (agents list them on every turn, so
+they are dropped and counted rather than refused), reasoning items of earlier turns, `include`,
+`prompt_cache_key`, metadata, `text.verbosity`, logprobs and unknown fields. Namespaced function tools are
+flattened to `{namespace}__{name}` and named back in answers.
 Refused: `background` (the gateway answers in the foreground) and `conversation` (use `previous_response_id`).
 """
 
@@ -24,7 +26,7 @@ from ..call import NativeBody, TextRewrite
 from ..errors import GatewayError, error_body
 from ..providers.chat import obj
 from .base import CallerContext, Intake
-from .responses_answer import ResponsesAnswers, ToolNames
+from .responses_answer import WEB_SEARCH_REQUESTED, ResponsesAnswers, ToolNames
 
 __all__ = ["RESPONSES", "Conversion", "to_chat"]
 
@@ -40,8 +42,9 @@ def _invalid(message: str, code: str = "invalid_request") -> GatewayError:
 class Conversion:
     """What `to_chat` made of a request beyond the chat body: dropped parts (for the log) and tool names."""
 
-    dropped: list[str] = field(default_factory=list)  # "tool:web_search", "item:reasoning", ...
+    dropped: list[str] = field(default_factory=list)  # "tool:file_search", "item:reasoning", ...
     names: ToolNames = field(default_factory=dict)  # flattened chat name -> (namespace, name)
+    search: dict[str, Any] | None = None  # the hosted web_search tool as chat's web_search_options
 
     def drop(self, what: str) -> None:
         if what not in self.dropped:
@@ -60,6 +63,25 @@ def input_items(value: Any) -> list[dict[str, Any]]:
         if not isinstance(item, dict):
             raise _invalid(f"'input[{i}]' must be an object.", "invalid_type")
     return list(value)
+
+
+def is_web_search(kind: str) -> bool:
+    """The hosted web-search tool under any of its names (web_search, web_search_preview, dated versions)."""
+    return kind in ("web_search", "web_search_preview") or kind.startswith(("web_search_preview_", "web_search_2"))
+
+
+def _search_options(tool: dict[str, Any]) -> dict[str, Any]:
+    """The tool's settings in chat's `web_search_options` shape (what the web-search stage reads)."""
+    options: dict[str, Any] = {}
+    size = tool.get("search_context_size")
+    if size in ("low", "medium", "high"):
+        options["search_context_size"] = size
+    location = tool.get("user_location")
+    if isinstance(location, dict):
+        place = {k: v for k in ("city", "country", "region", "timezone") if isinstance(v := location.get(k), str) and v}
+        if place:
+            options["user_location"] = {"type": "approximate", "approximate": place}
+    return options
 
 
 def flat_name(namespace: str, name: str) -> str:
@@ -97,6 +119,8 @@ def to_chat(body: dict[str, Any]) -> tuple[dict[str, Any], Conversion]:
             out["tool_choice"] = choice
         if isinstance(body.get("parallel_tool_calls"), bool):
             out["parallel_tool_calls"] = body["parallel_tool_calls"]
+    if conversion.search is not None:
+        out["web_search_options"] = conversion.search
     response_format = _response_format(obj(body.get("text")).get("format"))
     if response_format is not None:
         out["response_format"] = response_format
@@ -278,8 +302,10 @@ def _tools(tools: Any, conversion: Conversion) -> list[dict[str, Any]]:
                     out.append(_function(member, name, f"tools[{i}].tools[{j}]", conversion))
                 else:
                     conversion.drop(f"tool:{member.get('type') if isinstance(member, dict) else None}")
+        elif isinstance(kind, str) and is_web_search(kind):
+            conversion.search = _search_options(tool)  # the route's web-search stage takes it from here
         elif isinstance(kind, str):
-            conversion.drop(f"tool:{kind}")  # hosted tools (web_search, file_search, ...) and custom tools
+            conversion.drop(f"tool:{kind}")  # hosted tools (file_search, ...) and custom tools
         else:
             raise _invalid(f"'tools[{i}].type' is required.", "invalid_tool")
     return out
@@ -310,6 +336,8 @@ def _tool_choice(choice: Any, conversion: Conversion) -> Any:
         return {"type": "function", "function": {"name": name}}
     if kind == "allowed_tools" and isinstance(choice.get("mode"), str) and choice["mode"] in _HOSTED_CHOICES:
         return choice["mode"]  # the provider sees every tool; the mode still applies
+    if isinstance(kind, str) and is_web_search(kind):
+        return None  # forcing the search: web_search_options already asks the stage for one
     if isinstance(kind, str):
         conversion.drop(f"tool_choice:{kind}")  # a hosted tool, dropped with it
         return None
@@ -418,8 +446,11 @@ class ResponsesProtocol:
         for what in conversion.dropped:
             kind, _, detail = what.partition(":")
             metrics.RESPONSES_DROPPED.labels(kind, detail).inc()
-        answers = ResponsesAnswers(body, [*history, *items], conversion.names, caller)
-        notes = {"responses": {"dropped": conversion.dropped}} if conversion.dropped else None
+        record: dict[str, Any] = {"dropped": conversion.dropped} if conversion.dropped else {}
+        if conversion.search is not None:
+            record["web_search"] = WEB_SEARCH_REQUESTED  # the answer side learns whether a stage took it
+        notes = {"responses": record} if record else None
+        answers = ResponsesAnswers(body, [*history, *items], conversion.names, caller, notes)
         return Intake(chat, NativeBody(DIALECT, native), answers, notes)
 
     def error_body(self, status: int, message: str, type: str, code: str | None) -> bytes:

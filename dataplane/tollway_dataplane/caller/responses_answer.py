@@ -8,6 +8,9 @@ parts and deltas, then `response.completed`, `response.incomplete` or `response.
 by `sequence_number`, written as the chat chunks arrive. An answer that is already a Responses answer (a native
 pass-through) goes through unchanged; the filter only reads the finished response from it.
 
+Web-search citations (chat `url_citation` annotations, from the route's web-search stage) become the output
+text's annotations, and `response.output_text.annotation.added` events in a stream.
+
 With `store` (the default, as with OpenAI) the finished response is kept before its last event (or the body)
 leaves, so whoever saw a response complete can continue it with `previous_response_id` at once.
 Every shape follows the Open Responses specification, which the tests validate against.
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .. import metrics
 from ..answer import RESPONSES, Answer
 from ..errors import error_body
 from ..providers.chat import obj
@@ -190,12 +194,40 @@ def _status(finish_reason: Any) -> tuple[str, dict[str, str] | None]:
     return ("incomplete", {"reason": reason}) if reason else ("completed", None)
 
 
-def _text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+WEB_SEARCH_REQUESTED = "requested"  # notes["responses"]["web_search"] until the answer says who took the tool
 
 
-def _message_item(item_id: str, text: str | None, status: str) -> dict[str, Any]:
-    content = [_text_part(text)] if text is not None else []
+def _text_part(text: str, annotations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": annotations or [], "logprobs": []}
+
+
+def url_citations(annotations: Any) -> list[dict[str, Any]]:
+    """Chat's `url_citation` annotations (the web-search stage's) in the Responses shape: flat, all fields set."""
+    out = []
+    for annotation in annotations if isinstance(annotations, list) else []:
+        citation = obj(obj(annotation).get("url_citation"))
+        start, end = citation.get("start_index"), citation.get("end_index")
+        if obj(annotation).get("type") != "url_citation" or not isinstance(citation.get("url"), str):
+            continue
+        if not isinstance(start, int) or not isinstance(end, int):
+            continue
+        title = citation.get("title")
+        out.append(
+            {
+                "type": "url_citation",
+                "url": citation["url"],
+                "title": title if isinstance(title, str) else "",
+                "start_index": start,
+                "end_index": end,
+            }
+        )
+    return out
+
+
+def _message_item(
+    item_id: str, text: str | None, status: str, annotations: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    content = [_text_part(text, annotations)] if text is not None else []
     return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
 
 
@@ -223,7 +255,8 @@ def response_from_chat(chat: dict[str, Any], response: dict[str, Any], names: To
     item_status = "incomplete" if incomplete else "completed"
     text = message.get("content") if isinstance(message.get("content"), str) else None
     calls = [obj(c) for c in message.get("tool_calls") or [] if isinstance(c, dict)]
-    output = [_message_item(new_id("msg"), text or "", item_status)] if text or not calls else []
+    cited = url_citations(message.get("annotations"))
+    output = [_message_item(new_id("msg"), text or "", item_status, cited)] if text or not calls else []
     for call in calls:
         function = obj(call.get("function"))
         arguments = function.get("arguments")
@@ -267,6 +300,7 @@ class ResponsesEventStream:
         self._message: dict[str, Any] | None = None  # the open message item
         self._message_index = 0
         self._text: list[str] = []
+        self._annotations: list[dict[str, Any]] = []  # of the open message
         self._calls: dict[int, tuple[int, dict[str, Any]]] = {}  # chat tool call index -> (output index, item)
         self._open_calls: list[int] = []  # chat indexes of calls not closed yet
         self._finish: str | None = None
@@ -341,6 +375,9 @@ class ResponsesEventStream:
             text = delta.get("content")
             if isinstance(text, str) and text:
                 out.extend(self._delta(text))
+            cited = url_citations(delta.get("annotations"))
+            if cited:
+                out.extend(self._annotate(cited))
             calls = delta.get("tool_calls")
             for call in calls if isinstance(calls, list) else []:
                 if isinstance(call, dict):
@@ -356,6 +393,7 @@ class ResponsesEventStream:
         out = self._close_calls()
         item = _message_item(new_id("msg"), None, "in_progress")
         self._message, self._message_index, self._text = item, len(self.response["output"]), []
+        self._annotations = []
         self.response["output"].append(item)
         out.append(self._event("response.output_item.added", output_index=self._message_index, item=item))
         out.append(
@@ -385,6 +423,23 @@ class ResponsesEventStream:
         )
         return out
 
+    def _annotate(self, annotations: list[dict[str, Any]]) -> list[bytes]:
+        out = self._open_message() if self._message is None else []
+        assert self._message is not None
+        for annotation in annotations:
+            out.append(
+                self._event(
+                    "response.output_text.annotation.added",
+                    item_id=self._message["id"],
+                    output_index=self._message_index,
+                    content_index=0,
+                    annotation_index=len(self._annotations),
+                    annotation=annotation,
+                )
+            )
+            self._annotations.append(annotation)
+        return out
+
     def _close_message(self) -> list[bytes]:
         item = self._message
         if item is None:
@@ -392,11 +447,12 @@ class ResponsesEventStream:
         self._message = None
         text = "".join(self._text)
         where = {"item_id": item["id"], "output_index": self._message_index, "content_index": 0}
-        done = {**item, "status": self._item_status(), "content": [_text_part(text)]}
+        part = _text_part(text, self._annotations)
+        done = {**item, "status": self._item_status(), "content": [part]}
         self.response["output"][self._message_index] = done
         return [
             self._event("response.output_text.done", **where, text=text, logprobs=[]),
-            self._event("response.content_part.done", **where, part=_text_part(text)),
+            self._event("response.content_part.done", **where, part=part),
             self._event("response.output_item.done", output_index=self._message_index, item=done),
         ]
 
@@ -475,9 +531,16 @@ class ResponsesAnswers:
     """One request's answers in Responses shapes (an `AnswerProtocol` bound to the request)."""
 
     def __init__(
-        self, request: dict[str, Any], conversation: list[dict[str, Any]], names: ToolNames, caller: CallerContext
+        self,
+        request: dict[str, Any],
+        conversation: list[dict[str, Any]],
+        names: ToolNames,
+        caller: CallerContext,
+        notes: dict[str, Any] | None = None,
     ) -> None:
         self.request = request  # as the caller sent it: what the response echoes
+        # The request's notes, which the stages write into too: whether a web-search stage took the hosted tool.
+        self.notes = notes
         self.conversation = conversation  # every input item so far (earlier turns, then this request's input)
         self.names = names
         self.caller = caller
@@ -490,8 +553,25 @@ class ResponsesAnswers:
         return self.request.get("store") is not False
 
     def answer_filter(self, answer: Answer) -> ResponsesFilter:
+        self._settle_web_search(native=answer.dialect == RESPONSES)
         self.filter = ResponsesFilter(self, answer)
         return self.filter
+
+    def _settle_web_search(self, *, native: bool) -> None:
+        """The hosted web_search tool went natively to the provider, to the route's web-search stage (which notes
+        every request it sees), or nowhere: then it was dropped, and is counted like any dropped tool."""
+        record = obj(self.notes.get("responses")) if self.notes is not None else {}
+        if record.get("web_search") != WEB_SEARCH_REQUESTED:
+            return
+        assert self.notes is not None
+        if native:
+            record["web_search"] = "native"
+        elif "search" in self.notes:
+            record["web_search"] = "stage"
+        else:
+            record["web_search"] = "dropped"
+            record.setdefault("dropped", []).append("tool:web_search")
+            metrics.RESPONSES_DROPPED.labels("tool", "web_search").inc()
 
     def envelope(self, model: str) -> dict[str, Any]:
         return envelope(self.request, self.response_id, model, self.created_at)
