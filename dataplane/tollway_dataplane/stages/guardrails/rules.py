@@ -7,11 +7,11 @@ remote checkers see a window at a time.
 
 Two things keep the common case (nothing found) cheap. A text that lacks the literal words each pattern and
 keyword must contain cannot match any of them (literals.py: a substring search, where one regex scan costs
-microseconds); when some pattern has no such word, the patterns and keywords are compiled into one alternation,
-searched first, so one scan replaces one per pattern. And a whole text's findings are remembered (a bounded map
-per checker, texts up to 2,048 characters): system prompts, few-shot examples and a conversation's history come
-back on every turn, and a rule is a function of the text alone. Stream buffers, which grow batch by batch, are
-never remembered.
+microseconds); a text that has one, or a set with a pattern that has none, is searched with the patterns and
+keywords compiled into one alternation, so one scan replaces one per pattern. And a whole text's findings are
+remembered (a bounded map per checker, texts up to 2,048 characters): system prompts, few-shot examples and a
+conversation's history come back on every turn, and a rule is a function of the text alone. Stream buffers,
+which grow batch by batch, are never remembered.
 """
 
 from __future__ import annotations
@@ -93,11 +93,11 @@ class RulesChecker:
         return taken
 
     def _may_match(self, text: str) -> bool:
-        """False only when no pattern and no keyword can match: a word each must contain is absent, or the one
-        alternation of them all finds nothing."""
+        """False only when no pattern and no keyword can match: a word each must contain is absent (a substring
+        search), or else the one alternation of them all finds nothing (one regex scan)."""
         literals = self._literals
-        if literals is not None and literals.decides(text):
-            return literals.occurs(text)
+        if literals is not None and literals.decides(text) and not literals.occurs(text):
+            return False
         return self._prefilter is None or self._prefilter.search(text) is not None
 
     def mask(self, text: str) -> str:
