@@ -13,6 +13,7 @@ import pytest
 from conftest import GatewayFactory, GatewayHandle, MockLLM, quickstart_crs
 from fixtures.openresponses.schema import assert_events, assert_response
 from fixtures.providers.support import CONSUMER, access_record, attempt_outcomes, capture_access, provider_crs
+from test_cache import cached_crs
 from tollway_dataplane import metrics
 
 RESPONSES = "/v1/responses"
@@ -389,6 +390,25 @@ async def test_web_search_without_a_stage_is_dropped_for_translated_pools_and_co
     assert counter._value.get() == before + 1
     record = (await access_record(caplog, RESPONSES))["ai_log"]
     assert record["responses"] == {"dropped": ["tool:web_search"], "web_search": "dropped"}
+
+
+async def test_web_search_on_a_cache_hit_is_not_counted_as_dropped(
+    make_gateway: GatewayFactory, mock_llm: MockLLM, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stage that answers before any search could run (here the cache) did not drop the tool."""
+    capture_access(caplog)
+    gateway = await make_gateway(cached_crs(mock_llm.url, "{mode: exact, ttl: 10m}"))
+    counter = metrics.RESPONSES_DROPPED.labels("tool", "web_search")
+    before = counter._value.get()
+    body = {"model": "m", "input": "Hi", "tools": [{"type": "web_search"}]}
+    outcomes = []
+    for _ in range(2):
+        async with gateway.post(RESPONSES, body) as response:
+            assert response.status == 200
+            outcomes.append(response.headers["x-tollway-cache"])
+        outcomes.append((await access_record(caplog, RESPONSES))["ai_log"]["responses"]["web_search"])
+    assert outcomes == ["miss", "dropped", "hit", "answered_before"]
+    assert counter._value.get() == before + 1  # the miss: no web-search stage on this route took it
 
 
 @pytest.mark.parametrize("provider", ["openai-compatible", "openai"])

@@ -375,9 +375,8 @@ class ResponsesEventStream:
             text = delta.get("content")
             if isinstance(text, str) and text:
                 out.extend(self._delta(text))
-            cited = url_citations(delta.get("annotations"))
-            if cited:
-                out.extend(self._annotate(cited))
+            if delta.get("annotations"):  # only the web-search stage's chunk before the finish carries some
+                out.extend(self._annotate(url_citations(delta["annotations"])))
             calls = delta.get("tool_calls")
             for call in calls if isinstance(calls, list) else []:
                 if isinstance(call, dict):
@@ -553,21 +552,24 @@ class ResponsesAnswers:
         return self.request.get("store") is not False
 
     def answer_filter(self, answer: Answer) -> ResponsesFilter:
-        self._settle_web_search(native=answer.dialect == RESPONSES)
+        self._settle_web_search(answer)
         self.filter = ResponsesFilter(self, answer)
         return self.filter
 
-    def _settle_web_search(self, *, native: bool) -> None:
+    def _settle_web_search(self, answer: Answer) -> None:
         """The hosted web_search tool went natively to the provider, to the route's web-search stage (which notes
-        every request it sees), or nowhere: then it was dropped, and is counted like any dropped tool."""
+        every request it sees), was not needed (a stage before it answered: a cache hit, a block), or went
+        nowhere: then it was dropped, and is counted like any dropped tool."""
         record = obj(self.notes.get("responses")) if self.notes is not None else {}
         if record.get("web_search") != WEB_SEARCH_REQUESTED:
             return
         assert self.notes is not None
-        if native:
+        if answer.dialect == RESPONSES:
             record["web_search"] = "native"
         elif "search" in self.notes:
             record["web_search"] = "stage"
+        elif answer.served is None:
+            record["web_search"] = "answered_before"
         else:
             record["web_search"] = "dropped"
             record.setdefault("dropped", []).append("tool:web_search")
