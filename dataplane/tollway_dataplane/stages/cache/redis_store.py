@@ -76,9 +76,9 @@ class RedisStore:
         expires = time.time() + ttl
         self.index.add(partition, key, vector, expires)
         packed = _pack(partition, vector)
-        await self._command("SET", VECTOR + key, packed, "PX", max(1, int(ttl * 1000)))
-        await self._command(
-            "XADD", STREAM, "MAXLEN", "~", STREAM_LENGTH, "*", "k", key, "v", packed, "x", repr(expires)
+        await asyncio.gather(  # issued in the same turn: one pipeline, one round trip
+            self._command("SET", VECTOR + key, packed, "PX", max(1, int(ttl * 1000))),
+            self._command("XADD", STREAM, "MAXLEN", "~", STREAM_LENGTH, "*", "k", key, "v", packed, "x", repr(expires)),
         )
 
     async def nearest(self, partition: str, vector: Sequence[float]) -> Neighbour | None:
