@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 from conftest import spawn_gateway, start_app, write_crs
+from fixtures.providers.support import provider_crs
 
 OFFERED = 200 * 1024 * 1024
 CHUNK_TEXT = "x" * 1000
@@ -50,37 +51,6 @@ class FastUpstream:
         return response
 
 
-def _crs(upstream: str) -> dict[str, str]:
-    return {
-        "all.yaml": f"""
-            apiVersion: tollway.dev/v1alpha1
-            kind: ProviderKeyPool
-            metadata: {{name: fast, namespace: default}}
-            spec:
-              provider: openai-compatible
-              baseURL: "{upstream}/v1"
-              keys: [{{secretRef: {{name: keys, key: upstream}}}}]
-              timeouts: {{firstByte: 5s, idle: 60s}}
-            ---
-            apiVersion: tollway.dev/v1alpha1
-            kind: AIRoute
-            metadata: {{name: chat, namespace: default}}
-            spec:
-              rules: [{{models: ["*"], backends: [{{pool: fast}}]}}]
-            ---
-            apiVersion: tollway.dev/v1alpha1
-            kind: Consumer
-            metadata: {{name: alice, namespace: default}}
-            spec: {{credentials: [{{secretRef: {{name: keys, key: alice}}}}]}}
-            ---
-            apiVersion: v1
-            kind: Secret
-            metadata: {{name: keys, namespace: default}}
-            stringData: {{alice: sk-alice, upstream: sk-upstream}}
-        """
-    }
-
-
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -93,12 +63,14 @@ async def test_a_slow_reader_holds_the_upstream_back_and_the_gateway_memory_boun
     app = web.Application()
     app.router.add_post("/v1/chat/completions", upstream.chat)
     runner, port = await start_app(app)
-    write_crs(tmp_path / "crs", _crs(f"http://127.0.0.1:{port}"))
+    # The pool's idle timeout (5 s) is shorter than the caller's six seconds of slow reading: the wait of a paused
+    # upstream read is the caller's, never the upstream's silence, so the stream is not cut.
+    write_crs(tmp_path / "crs", provider_crs(f"http://127.0.0.1:{port}", "openai-compatible"))
     process, url = await spawn_gateway(tmp_path / "crs")
     try:
         assert process.pid is not None
         rss_before = _rss_mb(process.pid)
-        body = orjson.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "go"}]})
+        body = orjson.dumps({"model": "mock-gpt", "stream": True, "messages": [{"role": "user", "content": "go"}]})
         request = (
             f"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer sk-alice\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
