@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from fixtures.openresponses.schema import assert_events, assert_response
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from tollway_contract.model import Checker, Guardrails, RulesSettings, WebhookSettings
 from tollway_dataplane.answer import Answer
@@ -182,9 +182,78 @@ def test_the_prefilters_and_the_memo_never_change_what_is_found(
     assert list(checker.remembered_hits(text)) == expected  # remembered
 
 
+GROWING_PIECES = (
+    *WORDS,
+    "a@b.io",
+    "x@y",
+    ".com",
+    "@",
+    "1234567890",
+    "12345678",
+    "11010519491231002X",
+    "4111 1111 1111 1111",
+    "sk-",
+    "abcdefghijklmnopqrst",
+    "AKIA",
+    "\u00e9",
+    "192.168.",
+    "0.1",
+)
+
+
+LITERAL_PATTERNS = tuple(p for p in TRICKY_PATTERNS if p not in ("a|b", r"(\w)\1", "x*", "(?i:sec)ret"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    patterns=st.one_of(
+        st.lists(st.sampled_from(LITERAL_PATTERNS), max_size=2, unique=True),  # the literal filter decides
+        st.lists(st.sampled_from(TRICKY_PATTERNS), max_size=3, unique=True),
+    ),
+    keywords=st.lists(st.sampled_from(("foo", "foo bar", "a")), max_size=2, unique=True),
+    detectors=st.lists(st.sampled_from(sorted(DETECTORS)), max_size=4, unique=True),
+    ignore_case=st.booleans(),
+    pieces=st.lists(st.sampled_from(GROWING_PIECES), max_size=14),
+    batches=st.lists(st.tuples(st.integers(1, 12), st.integers(0, 30)), min_size=1, max_size=30),
+)
+# A literal, a key prefix and an ID number split between batches; text turning non-ASCII in a later batch.
+@example(["(?i)system prompt"], [], [], False, ["SYSTEM PROMPT"], [(3, 0), (12, 0)])
+@example([], [], ["api-key"], False, ["sk-", "abcdefghijklmnopqrst"], [(1, 0), (30, 0)])
+@example([], [], ["cn-id-card"], False, ["1234", VALID_ID], [(10, 4), (30, 0)])
+@example(["(?i)system prompt"], [], [], False, ["\u017fystem prompt"], [(1, 0), (30, 0)])
+@example(["(?i)system prompt"], [], [], False, ["abcdefghijklmnopqrst", "SYSTEM PROMPT"], [(32, 0), (30, 0)])
+# Non-ASCII text decided the second batch, so what it held was never searched for the literal: searched in full
+# once the non-ASCII character is cut off.
+@example(["(?i)system prompt"], [], [], False, ["abc", "\u00e9 system prompt", "x"], [(3, 0), (15, 4), (1, 0)])
+def test_a_growing_scan_finds_exactly_what_a_full_scan_finds(
+    patterns: list[str],
+    keywords: list[str],
+    detectors: list[str],
+    ignore_case: bool,
+    pieces: list[str],
+    batches: list[tuple[int, int]],
+) -> None:
+    """A stream window's text: the answer arrives in batches of a few characters (splitting words, numbers and
+    addresses), and text is cut off the front after a scan."""
+    from tollway_dataplane.stages.guardrails.growing import GrowingScan
+
+    answer = "".join(pieces)
+    checker = rules(
+        patterns=tuple(patterns), keywords=tuple(keywords), detectors=tuple(detectors), ignore_case=ignore_case
+    )
+    scan = GrowingScan(checker)
+    text, fresh, position = "", 0, 0
+    for size, cut in batches:
+        text += answer[position : position + size]
+        position += size
+        assert scan.hits(text, fresh) == checker.hits(text), (text, fresh)
+        cut = min(cut, len(text))
+        text, fresh = text[cut:], len(text) - cut
+
+
 def test_the_literal_prefilter_is_exact_on_case_folding_beyond_ascii() -> None:
     checker = rules(patterns=("(?i)system prompt", "BEGIN PRIVATE KEY"), keywords=("Foo",), ignore_case=True)
-    assert checker._literals is not None  # every pattern has a word it must contain
+    assert checker.literals is not None  # every pattern has a word it must contain
     assert checker.hits("nothing to see") == []
     # The long s matches "s" case-insensitively: a non-ASCII text is never ruled out by lower-casing.
     assert [h.category for h in checker.hits("the \u017fystem prompt")] == ["pattern"]
@@ -309,6 +378,17 @@ def test_view_reads_and_rewrites_events() -> None:
         "finish_reason": "content_filter",
     }
     assert end[1] == DONE
+
+
+@given(
+    st.lists(st.sampled_from([b"data:", b"data: ", b" ", b"{}", b"x", b"\n", b"\n\n", b"event: e", b":"]), max_size=8)
+)
+def test_the_one_line_event_shortcut_reads_what_the_line_parser_reads(parts: list[bytes]) -> None:
+    from tollway_dataplane.sse import event_data
+
+    event = b"".join(parts)
+    lines = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    assert event_data(event) == b"\n".join(lines)
 
 
 def test_view_reads_whole_answers_and_legacy_completions() -> None:
@@ -619,3 +699,18 @@ async def test_two_servers_rewriting_the_same_text_differently_block() -> None:
         ledger=ledger(),
     )
     assert differ.blocked is not None and differ.blocked.categories == ("conflicting-rewrites",)
+
+
+async def test_text_a_webhook_rewrote_is_read_whole_by_the_rules() -> None:
+    """The rules knew the text they had read held no '@'; the rewrite put one in the middle of it."""
+
+    class Mailer(SlowRewriter):
+        async def check(self, texts: list[str], context: CheckContext) -> Result:
+            if "Alice" not in texts[0]:
+                return Result()
+            return Result(categories=("intervened",), texts=[texts[0].replace("Alice", "alice@example.com")])
+
+    w = window([Mailer(), rules(detectors=("email",))], size=8)
+    out = await w.feed([chunk(role=True), chunk("Hi Alice, "), chunk("how are you")])
+    out += await w.feed([chunk(finish="stop"), DONE])
+    assert texts(out) == "Hi [EMAIL], how are you"

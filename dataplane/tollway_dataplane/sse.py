@@ -36,5 +36,7 @@ class EventSplitter:
 
 def event_data(event: bytes) -> bytes:
     """The payload of an event's data line(s)."""
+    if event.startswith(b"data:") and event.find(b"\n") == len(event) - 2:
+        return event[5:-2].lstrip(b" ")  # the common event: one data line, then the blank line
     lines = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
     return b"\n".join(lines)

@@ -34,13 +34,30 @@ def _digit_run(length: int) -> Callable[[str], bool]:
     return holds
 
 
+def _has_key_prefix(text: str) -> bool:
+    # A loop, not any() over a generator (twice the cost): a stream window asks this of a few characters per batch.
+    for prefix in _KEY_PREFIXES:  # noqa: SIM110
+        if prefix in text:
+            return True
+    return False
+
+
 # The necessary conditions detectors name, each computed at most once per text.
 CONDITIONS: dict[str, Callable[[str], bool]] = {
     "at": lambda text: "@" in text,
     "digit": _digit_run(1),
     "digits-17": _digit_run(17),  # as every resident ID number holds: dates, prices and timestamps rarely do
     "dot": lambda text: "." in text,
-    "key-prefix": lambda text: any(prefix in text for prefix in _KEY_PREFIXES),
+    "key-prefix": _has_key_prefix,
+}
+# How long a stretch of text each condition looks for: a text without it that grows by some characters holds it
+# only if the last `width - 1` old characters and the new ones do (what a stream window rescans).
+WIDTHS: dict[str, int] = {
+    "at": 1,
+    "digit": 1,
+    "digits-17": 17,
+    "dot": 1,
+    "key-prefix": max(len(prefix) for prefix in _KEY_PREFIXES),
 }
 
 

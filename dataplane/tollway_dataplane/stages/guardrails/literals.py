@@ -75,11 +75,12 @@ def _subpatterns(argument: Any) -> Iterable[Any]:
 class LiteralFilter:
     """Whether any of several literals occurs in a text; built only when every pattern has one."""
 
-    __slots__ = ("_exact", "_folded")
+    __slots__ = ("_exact", "_folded", "width")
 
     def __init__(self, literals: Sequence[tuple[str, bool]]):
         self._exact = tuple(dict.fromkeys(word for word, folded in literals if not folded))
         self._folded = tuple(dict.fromkeys(word for word, folded in literals if folded))
+        self.width = max(len(word) for word, _ in literals)  # every occurrence lies within this many characters
 
     @classmethod
     def of(cls, patterns: Sequence[str], flags: int) -> LiteralFilter | None:
@@ -87,6 +88,11 @@ class LiteralFilter:
         if not literals or any(lit is None for lit in literals):
             return None
         return cls([lit for lit in literals if lit is not None])
+
+    @property
+    def folded(self) -> bool:
+        """Whether some literal is compared lower-cased (which decides only on ASCII texts)."""
+        return bool(self._folded)
 
     def decides(self, text: str) -> bool:
         """False when the lower-cased comparison would not be exact (a non-ASCII text, folded literals)."""

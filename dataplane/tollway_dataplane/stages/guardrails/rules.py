@@ -45,13 +45,14 @@ class RulesChecker:
         self.name = checker.name
         flags = re.IGNORECASE if settings.ignore_case else 0
         self._replacement = settings.replacement
-        self._detectors: tuple[Detector, ...] = tuple(d for n, d in DETECTORS.items() if n in settings.detectors)
+        self.detectors: tuple[Detector, ...] = tuple(d for n, d in DETECTORS.items() if n in settings.detectors)
         self._patterns = tuple(re.compile(p, flags) for p in settings.patterns)
         # One alternation for every keyword, longest first so "foo bar" wins over "foo".
         words = sorted(set(settings.keywords), key=len, reverse=True)
         self._keywords = re.compile("|".join(re.escape(w) for w in words), flags) if words else None
         searched = [*settings.patterns, *(re.escape(w) for w in words)]
-        self._literals = LiteralFilter.of(searched, flags)
+        self.searches = bool(searched)  # patterns or keywords to run after the detectors
+        self.literals = LiteralFilter.of(searched, flags)
         self._prefilter = _alternation(searched, flags)
         self._memo: dict[str, tuple[Hit, ...]] = {}
 
@@ -74,7 +75,7 @@ class RulesChecker:
                 taken.append(Hit(start, end, category, replacement))
 
         known: dict[str, bool] = {}
-        for detector in self._detectors:
+        for detector in self.detectors:
             if not all(_holds(known, condition, text) for condition in detector.needs):
                 continue
             for m in detector.pattern.finditer(text):
@@ -95,7 +96,7 @@ class RulesChecker:
     def _may_match(self, text: str) -> bool:
         """False only when no pattern and no keyword can match: a word each must contain is absent (a substring
         search), or else the one alternation of them all finds nothing (one regex scan)."""
-        literals = self._literals
+        literals = self.literals
         if literals is not None and literals.decides(text) and not literals.occurs(text):
             return False
         return self._prefilter is None or self._prefilter.search(text) is not None

@@ -7,7 +7,8 @@ end) go out as soon as everything before them has. Per batch:
 
 1. a finished remote check is applied (a block ends the stream; a webhook's rewrite replaces the text it read);
 2. the rules run over all held text: a block ends the stream, a mask rewrites held text across event boundaries
-   (a match touching the end of the held text waits for the next batch: it may still grow);
+   (a match touching the end of the held text waits for the next batch: it may still grow); what decides that
+   nothing can match is only searched for again where the new text meets the old (growing.py);
 3. once a window's worth of text nobody has checked yet is held, the remote checkers get it (with the window
    before it as context, for classifiers), at most one call in flight per stream;
 4. what is old enough and cleared is released; unchanged events go out byte for byte.
@@ -29,6 +30,7 @@ from tollway_contract.model import Guardrails
 
 from ..base import EndStream
 from .evaluate import Decision, evaluate
+from .growing import GrowingScan
 from .rules import Hit, RulesChecker
 from .verdict import AUDIT, BLOCK, MASK, PASS, CheckContext, CheckerRuntime, Effect, Ledger, Result
 from .view import AnswerView
@@ -67,10 +69,14 @@ class StreamWindow:
         self._view = view
         self._out = view.stream()
         self._rules = [c for c in checkers if isinstance(c, RulesChecker)]
+        self._scans = [GrowingScan(c) for c in self._rules]
         self._remote = [c for c in checkers if c.remote]
         self._context = context
         self._ledger = ledger
         self._held: deque[_Held] = deque()
+        self._text = ""  # the held events' text, in order: what the rules read
+        self._fresh = 0  # self._text[:self._fresh] is what is left of the text the rules read last
+        self._pinned = False  # some held event is pinned
         self._first: bytes | None = None  # the first event: its id, model and creation time go on the block events
         self._task: asyncio.Task[Decision] | None = None
         self._in_check: list[_Held] = []
@@ -85,6 +91,8 @@ class StreamWindow:
         for event in events:
             text = self._view.event_text(event) or ""
             self._held.append(_Held(event, text, cleared=not (text and self._remote)))
+            if text:
+                self._text += text
             if self._first is None:
                 self._first = event
             ends = ends or self._view.ends_answer(event)
@@ -155,6 +163,7 @@ class StreamWindow:
             for i, h in enumerate(held):
                 h.text = new if i == 0 else ""
                 h.changed = True
+            self._rewritten()
         for h in held:
             h.cleared = True
             h.sent = False
@@ -164,14 +173,16 @@ class StreamWindow:
         """The rules over all held text: a block, or masks applied in place."""
         if not self._rules:
             return None
-        for h in self._held:
-            h.pinned = False
-        buffer = "".join(h.text for h in self._held)
+        if self._pinned:
+            for h in self._held:
+                h.pinned = False
+            self._pinned = False
+        buffer = self._text
         if not buffer:
             return None
-        for checker in self._rules:
+        for checker, scan in zip(self._rules, self._scans, strict=True):
             started = time.perf_counter()
-            hits = checker.hits(buffer)
+            hits = scan.hits(buffer, self._fresh)
             stats = self._rule_stats[checker.name]
             action = checker.config.action
             if hits:
@@ -187,12 +198,18 @@ class StreamWindow:
                         self._pin(hits[-1].start)
                     if ready:
                         self._mask(ready)
-                        buffer = "".join(h.text for h in self._held)
+                        buffer = self._text
                         stats.action = MASK if _WEIGHT[MASK] > _WEIGHT[stats.action] else stats.action
                 elif _WEIGHT[AUDIT] > _WEIGHT[stats.action]:
                     stats.action = AUDIT
             stats.seconds += time.perf_counter() - started
+        self._fresh = len(self._text)
         return None
+
+    def _rewritten(self) -> None:
+        """Held text was rewritten: the text the rules read is rebuilt, and read whole next time (fresh 0)."""
+        self._text = "".join(h.text for h in self._held)
+        self._fresh = 0
 
     def _starts(self) -> list[int]:
         starts = []
@@ -204,6 +221,7 @@ class StreamWindow:
 
     def _pin(self, offset: int) -> None:
         self._held[_event_at(self._starts(), offset)].pinned = True
+        self._pinned = True
 
     def _mask(self, hits: list[Hit]) -> None:
         """Replace buffer spans in the held events; a span may cover several events (the replacement goes to the
@@ -225,6 +243,7 @@ class StreamWindow:
                 held[last].text = tail
                 held[last].changed = True
             held[first].changed = True
+        self._rewritten()
 
     def _dispatch(self) -> None:
         """Send a window's worth of unchecked text to the remote checkers, unless a check is in flight."""
@@ -259,8 +278,7 @@ class StreamWindow:
     def _release(self, *, final: bool) -> list[bytes]:
         held = self._held
         out: list[bytes] = []
-        remaining = sum(len(h.text) for h in held)
-        limit = remaining - self._window  # text ending at or before this offset is older than the window
+        limit = len(self._text) - self._window  # text ending at or before this offset is older than the window
         position = 0
         while held:
             h = held[0]
@@ -270,6 +288,9 @@ class StreamWindow:
             held.popleft()
             out.append(self._out.sent(h.event, h.text if h.changed else None))
             position = end
+        if position:
+            self._text = self._text[position:]
+            self._fresh = max(0, self._fresh - position)
         return out
 
     def _block(self, effect: Effect) -> list[bytes]:
@@ -278,6 +299,7 @@ class StreamWindow:
             self._task.cancel()
             self._task = None
         self._held.clear()
+        self._text = ""
         message = (effect.message or self._config.message) if self._config.on_block == "completion" else None
         return self._out.block_events(self._first, message)
 
