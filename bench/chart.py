@@ -23,6 +23,7 @@ def main(src: str, dst: str) -> None:
         "tollway": "#2e7d32",
         "tollway-stages": "#66bb6a",
         "tollway-before": "#a5d6a7",
+        "tollway-stages-before": "#c5e1a5",
         "litellm": "#c62828",
         "portkey": "#6a1b9a",
     }

@@ -182,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated rows besides direct, of {','.join(TARGETS[1:])} (default: {','.join(DEFAULT_ROWS)})",
     )
     parser.add_argument(
-        "--before", metavar="COMMIT", help="also measure the tollway row's config on the code at COMMIT"
+        "--before",
+        metavar="COMMIT",
+        help="also measure the tollway row's config (and the stages row's, when it runs) on the code at COMMIT",
     )
     parser.add_argument("--profile", action="store_true", help="profile Tollway with py-spy instead of the table")
     parser.add_argument(
@@ -208,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     args.only = {x.strip() for x in args.only.split(",") if x.strip()}
     if args.before:
         args.only.add("tollway-before")
+        if "tollway-stages" in args.only:
+            args.only.add("tollway-stages-before")
     unknown = args.only - set(TARGETS)
     if unknown:
         parser.error(f"unknown rows: {', '.join(sorted(unknown))}")

@@ -42,7 +42,17 @@ CHAT_REPLY = {
     "system_fingerprint": None,
 }
 
-TARGETS = ["direct", "nginx", "tollway", "tollway-stages", "tollway-before", "tollway-resp", "litellm", "portkey"]
+TARGETS = [
+    "direct",
+    "nginx",
+    "tollway",
+    "tollway-stages",
+    "tollway-before",
+    "tollway-stages-before",
+    "tollway-resp",
+    "litellm",
+    "portkey",
+]
 DEFAULT_ROWS = ["nginx", "tollway", "tollway-stages", "litellm", "portkey"]  # the others are asked for by name
 
 
@@ -307,6 +317,19 @@ class Testbed:
         t = self.start_tollway(tree=tree, name="tollway-before")
         t.label = f"Tollway at {commit}"
         t.notes.append(f"the tollway row's config on the code at {commit}")
+        return t
+
+    def start_tollway_stages_before(self) -> Target:
+        """The stages row at another commit (`--before`, with tollway-stages among the rows)."""
+        if not self.before:
+            raise RuntimeError("the tollway-stages-before row needs --before COMMIT")
+        tree, commit = commit_tree(self.tmp, self.before)
+        t = self.start_tollway(tree=tree, name="tollway-stages-before", stages=True)
+        t.label = f"Tollway + guardrail, cache at {commit}"
+        for ep in (t.json, t.stream):
+            assert ep is not None
+            ep.vary = True
+        t.notes.append(f"the tollway-stages row's config on the code at {commit}")
         return t
 
     def start_tollway(self, tree: Path | None = None, name: str = "tollway", stages: bool = False) -> Target:
