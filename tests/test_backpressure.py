@@ -6,6 +6,11 @@ finish in well under a second and the gateway's memory would hold the difference
 gateway stops reading, the kernel's buffers fill, and the upstream's writes wait: what it managed to send is
 bounded by socket buffers (the kernel's, tens of MB at most on loopback with autotuning, plus the gateway's
 256 KB high-water mark), and so is the gateway's RSS. When the caller hangs up, the upstream call is cancelled.
+
+Three ways through the relay: a plain route (events pushed from the upstream's callback to the caller), a route
+with a rules guardrail (the same, through the filter chain) and the Responses API (whose filter may wait on its
+store, so the relay's coroutine pulls the stream: the upstream connection stops reading while the pulled bytes
+wait to be written).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import socket
 from pathlib import Path
 
 import orjson
+import pytest
 from aiohttp import web
 from conftest import spawn_gateway, start_app, write_crs
 from fixtures.providers.support import provider_crs
@@ -58,21 +64,32 @@ def _rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-async def test_a_slow_reader_holds_the_upstream_back_and_the_gateway_memory_bounded(tmp_path: Path) -> None:
+GUARDED = "              guardrails: {checkers: [{name: pii, type: rules, detectors: [email]}]}\n"
+
+
+@pytest.mark.parametrize("way", ["pushed", "pushed-through-filters", "pulled"])
+async def test_a_slow_reader_holds_the_upstream_back_and_the_gateway_memory_bounded(tmp_path: Path, way: str) -> None:
     upstream = FastUpstream()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", upstream.chat)
     runner, port = await start_app(app)
     # The pool's idle timeout (5 s) is shorter than the caller's six seconds of slow reading: the wait of a paused
     # upstream read is the caller's, never the upstream's silence, so the stream is not cut.
-    write_crs(tmp_path / "crs", provider_crs(f"http://127.0.0.1:{port}", "openai-compatible"))
+    crs = provider_crs(f"http://127.0.0.1:{port}", "openai-compatible")
+    if way == "pushed-through-filters":
+        crs["route.yaml"] = crs["route.yaml"].replace("              rules:\n", GUARDED + "              rules:\n", 1)
+    write_crs(tmp_path / "crs", crs)
     process, url = await spawn_gateway(tmp_path / "crs")
     try:
         assert process.pid is not None
         rss_before = _rss_mb(process.pid)
-        body = orjson.dumps({"model": "mock-gpt", "stream": True, "messages": [{"role": "user", "content": "go"}]})
+        if way == "pulled":
+            path, body = "/v1/responses", orjson.dumps({"model": "mock-gpt", "stream": True, "input": "go"})
+        else:
+            path = "/v1/chat/completions"
+            body = orjson.dumps({"model": "mock-gpt", "stream": True, "messages": [{"role": "user", "content": "go"}]})
         request = (
-            f"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer sk-alice\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer sk-alice\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
         sock = socket.socket()

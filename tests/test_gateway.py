@@ -266,3 +266,33 @@ async def test_upstream_answers_are_asked_for_uncompressed(gateway: GatewayHandl
         assert response.status == 200
     (request,) = await mock_llm.requests()
     assert request["headers"]["accept-encoding"] == "identity"
+
+
+@pytest.mark.parametrize("stages", [False, True])
+async def test_an_http_1_0_caller_gets_a_stream_it_can_read(
+    make_gateway: GatewayFactory, mock_llm: MockLLM, stages: bool
+) -> None:
+    """HTTP/1.0 has no chunked framing: the stream is the events themselves, ended by closing the connection."""
+    crs = quickstart_crs(mock_llm.url)
+    if stages:  # a response filter on the route: the events go through the chain, then out
+        crs["routes.yaml"] = crs["routes.yaml"].replace(
+            "              rules:\n",
+            "              guardrails: {checkers: [{name: pii, type: rules, detectors: [email]}]}\n              rules:\n",
+            1,
+        )
+    gateway = await make_gateway(crs)
+    await mock_llm.script({"chunks": 3, "chunk_delay_ms": 50})  # events after the first come one by one
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.running.port)
+    body = json.dumps(chat(stream=True)).encode()
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer sk-alice\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+    )
+    raw = await asyncio.wait_for(reader.read(-1), 10)  # to the end: the gateway closes the connection
+    writer.close()
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding" not in head.lower()
+    events = [e for e in payload.split(b"\n\n") if e]
+    assert all(e.startswith(b"data: ") for e in events), payload[:200]
+    assert events[-1] == b"data: [DONE]"

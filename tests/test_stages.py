@@ -145,6 +145,53 @@ async def test_a_filter_that_ends_the_stream_closes_the_earlier_ones_as_incomple
     assert log == ["cache:False", "guard:True", "proto:True"]
 
 
+class Instant(PassFilter):
+    """Tags every event without waiting: its `feed_now` answers, and its `feed` is PassFilter's, which calls it."""
+
+    def __init__(self, tag: bytes, log: list[str], blocks: bool = False):
+        self.tag = tag
+        self.log = log
+        self.blocks = blocks
+
+    def feed_now(self, events: list[bytes]) -> list[bytes]:
+        self.log.append(f"now:{self.tag.decode()}")
+        if self.blocks and b"bad" in b"".join(events):
+            raise EndStream([b"blocked" + self.tag])
+        return [e + self.tag for e in events]
+
+    def close(self, complete: bool) -> None:
+        self.log.append(f"{self.tag.decode()}:{complete}")
+
+
+async def test_a_chain_that_never_waits_answers_a_batch_at_once_as_feed_would() -> None:
+    log: list[str] = []
+    chain = FilterChain([Instant(b"1", log), Instant(b"2", log)], Answer())
+    assert chain.feed_now([b"x"]) == [b"x12"]
+    assert await chain.feed([b"y"]) == [b"y12"]
+    assert log == ["now:1", "now:2", "now:1", "now:2"]
+
+
+async def test_a_filter_that_must_wait_gets_the_batch_from_the_coroutine_once() -> None:
+    log: list[str] = []
+    waiting = Tagging(b"w", log)  # overrides feed alone: taken to wait
+    assert waiting.feed_now([b"x"]) is None
+    chain = FilterChain([Instant(b"1", log), waiting, Instant(b"2", log)], Answer())
+    rest = chain.feed_now([b"x"])
+    assert not isinstance(rest, list)
+    assert log == ["now:1"]  # the filter before the waiting one took the batch, once
+    assert await rest == [b"x1w2"]
+    assert log == ["now:1", "now:2"]
+
+
+async def test_a_filter_that_ends_the_stream_at_once_leaves_the_rest_to_the_coroutine() -> None:
+    log: list[str] = []
+    chain = FilterChain([Instant(b"cache", log), Instant(b"guard", log, blocks=True), Tagging(b"proto", log)], Answer())
+    rest = chain.feed_now([b"bad"])
+    assert chain.ended and log == ["now:cache", "now:guard", "cache:False"]  # ended before anything is awaited
+    assert not isinstance(rest, list)
+    assert await rest == [b"blockedguardproto", b"endproto"]
+
+
 # -- templates ------------------------------------------------------------------------------------------------
 
 

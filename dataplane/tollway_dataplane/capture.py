@@ -64,7 +64,7 @@ class CaptureFilter(PassFilter):
         self._body = "\n".join(t for t in texts if t) if texts else ""
         return body
 
-    async def feed(self, events: list[bytes]) -> list[bytes]:
+    def feed_now(self, events: list[bytes]) -> list[bytes]:
         reader = self._reader
         if reader is not None:
             for event in events:

@@ -29,6 +29,9 @@ log = logging.getLogger("tollway.upstream")
 _SWEEP_SECONDS = 0.1
 _MAX_HEAD = 64 * 1024  # a response head larger than this is not an LLM API's
 _MAX_CHUNK_LINE = 4096
+# A body pulled with `readany` and not read as fast as it comes (the caller reads slowly): above this much held,
+# the connection stops reading until the puller takes it, so back-pressure reaches the upstream when pulling too.
+_PULL_HIGH_WATER = 256 * 1024
 
 
 class ConnectFailed(OSError):
@@ -80,6 +83,10 @@ class Response:
         """Deliver the rest of the body to `sink` from now on (buffered bytes first, at once)."""
         self._conn.push_to(sink, idle)
 
+    def pull(self) -> None:
+        """Stop pushing (also from inside the sink's `data`): the rest is buffered for `readany`."""
+        self._conn.unpush()
+
     def pause_reading(self) -> None:
         self._conn.pause()
 
@@ -117,6 +124,8 @@ class _Connection(asyncio.Protocol):
         self._line = bytearray()
         self._buffer: list[bytes] = []
         self._buffered = 0
+        self._pulling = False  # read with `read_some`, batch by batch (not `read_all`, which waits for the end)
+        self._held_back = False  # paused because the puller has not taken what is buffered
         self._done = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -288,6 +297,9 @@ class _Connection(asyncio.Protocol):
             return
         self._buffer.append(data)
         self._buffered += len(data)
+        if self._pulling and not self._held_back and self._buffered > _PULL_HIGH_WATER:
+            self._held_back = True
+            self.pause()
         self._wake()
 
     def _complete(self, error: BaseException | None) -> None:
@@ -332,6 +344,10 @@ class _Connection(asyncio.Protocol):
     async def read_some(self, idle: float | None) -> bytes:
         if idle != KEEP:
             self._set_gap(idle)
+        self._pulling = True
+        if self._held_back:  # the puller is back for more: read on
+            self._held_back = False
+            self.resume()
         while not self._buffer:
             if self._done:
                 if self._error is not None:
@@ -357,14 +373,18 @@ class _Connection(asyncio.Protocol):
 
     def push_to(self, sink: BodySink, idle: float | None) -> None:
         self._set_gap(idle)
+        self._sink = sink  # before the buffered bytes: the sink may go back to pulling while it takes them
         if self._buffer:
             data = b"".join(self._buffer)
             self._buffer.clear()
+            self._buffered = 0
             sink.data(data)
-        if self._done:
+        if self._done and self._sink is sink:
+            self._sink = None
             sink.end(self._error)
-            return
-        self._sink = sink
+
+    def unpush(self) -> None:
+        self._sink = None
 
     def _set_gap(self, idle: float | None) -> None:
         # The idle timeout starts now (the gap right after the first event included), then follows each read.

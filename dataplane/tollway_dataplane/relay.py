@@ -2,7 +2,10 @@
 
 A whole answer goes through the chain once. A stream is written as it arrives: the first events (read by the
 executor) go out with the headers, then each batch the upstream yields is passed through the chain in one call
-and written; nothing is buffered beyond what a filter chooses to hold. A stream that breaks after its first
+and written; nothing is buffered beyond what a filter chooses to hold. An upstream stream is relayed from the
+upstream connection's own callback, batch by batch through the chain's `feed_now` and straight to the caller's
+transport, with no task switch per batch; when a filter must wait (a remote check), the relay's coroutine takes
+over that batch and pulls the rest. A stream that breaks after its first
 event ends with one error event in the caller's protocol and a clean close, so a client can tell a cut answer
 from a whole one. Filters are only built when something needs them: a plain OpenAI route writes the upstream's
 events as they are. The caller's protocol builds its own filter, which converts OpenAI answers and leaves an
@@ -15,10 +18,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Coroutine, Sequence
+from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from . import h1, metrics
 from .answer import Answer, EventSource, StreamInterrupted
@@ -89,13 +92,18 @@ async def _stream(
         first = await chain.feed(source.first) if chain is not None else source.first
         out = web.StreamResponse(status=200, headers=headers)
         out.content_type = "text/event-stream"
+        chunked = request.version >= HttpVersion11  # HTTP/1.0 has no chunks: the body ends when the connection does
+        if chunked:
+            out.enable_chunked_encoding()
         await out.prepare(request)
         ctx.status = 200
         ctx.ttft = time.perf_counter() - ctx.started
         try:
             await out.write(b"".join(first))  # the headers go with it: from here on the body may be written raw
-            if chain is None and isinstance(source, UpstreamStream) and request.transport is not None:
-                complete = await _pushed(out, source, request.transport)
+            if chain is not None and chain.ended:
+                complete = True  # a filter ended the stream on its first events, which are out
+            elif isinstance(source, UpstreamStream) and request.transport is not None:
+                complete = await _pushed(out, source, request.transport, chain, chunked)
             else:
                 complete = await _relay(out, source, chain)
         except (StreamInterrupted, GatewayError) as exc:
@@ -126,10 +134,14 @@ async def _stream(
         source.close()
 
 
-class Pushable(Protocol):
+class Pushable(EventSource, Protocol):
     """An event source that can push its data into a sink from the connection itself (the upstream's)."""
 
     def push(self, sink: h1.BodySink) -> None: ...
+
+    def pull(self) -> None:
+        """Stop pushing: the rest comes from `next`."""
+        ...
 
     def translate(self, data: bytes) -> list[bytes]: ...
 
@@ -147,16 +159,37 @@ _LOW_WATER = 64 * 1024
 _DRAIN_CHECK = 0.02
 
 
+class _Handover:
+    """The chain must wait on this batch: the relay's coroutine awaits the rest of its chain run, then pulls."""
+
+    __slots__ = ("rest",)
+
+    def __init__(self, rest: Coroutine[Any, Any, list[bytes]]):
+        self.rest = rest
+
+
+_Signal = BaseException | _Handover | None  # what the relay's coroutine is woken with: an error, a handover, the end
+
+
 class _Pusher:
-    """The fast path of a stream nobody filters: each batch of upstream bytes goes from the upstream connection's
-    callback through the translator straight to the caller's transport, in the response's chunked framing, with
-    no task switch. The relay's coroutine only waits for the end."""
+    """The fast path of a stream: each batch of upstream bytes goes from the upstream connection's callback through
+    the translator and the filter chain (`feed_now`) straight to the caller's transport, in the response's framing,
+    with no task switch. The relay's coroutine only waits for the end, or for a batch the chain must wait on."""
 
-    __slots__ = ("_done", "_loop", "_paused", "_source", "_transport")
+    __slots__ = ("_chain", "_chunked", "_done", "_loop", "_paused", "_source", "_transport")
 
-    def __init__(self, source: Pushable, transport: asyncio.Transport, done: asyncio.Future[BaseException | None]):
+    def __init__(
+        self,
+        source: Pushable,
+        transport: asyncio.Transport,
+        chain: FilterChain | None,
+        chunked: bool,
+        done: asyncio.Future[_Signal],
+    ):
         self._source = source
         self._transport = transport
+        self._chain = chain
+        self._chunked = chunked
         self._done = done
         self._loop = done.get_loop()
         self._paused = False
@@ -175,8 +208,21 @@ class _Pusher:
             return
         if not events:
             return
+        chain = self._chain
+        if chain is not None:
+            try:
+                out = chain.feed_now(events)
+            except Exception as exc:  # a filter's refusal or bug: the relay's coroutine raises it, as when pulling
+                self._finish(exc)
+                return
+            if not isinstance(out, list):
+                self._hand_over(out)
+                return
+            if not out:
+                return
+            events = out
         payload = events[0] if len(events) == 1 else b"".join(events)
-        transport.write(b"%x\r\n%b\r\n" % (len(payload), payload))
+        transport.write(b"%x\r\n%b\r\n" % (len(payload), payload) if self._chunked else payload)
         if not self._paused and transport.get_write_buffer_size() > _HIGH_WATER:
             self._paused = True
             self._source.pause_reading()
@@ -200,45 +246,67 @@ class _Pusher:
             error = StreamInterrupted("closed the connection")
         self._finish(error)
 
-    def _finish(self, error: BaseException | None) -> None:
+    def _hand_over(self, rest: Coroutine[Any, Any, list[bytes]]) -> None:
+        """From this batch on the relay's coroutine reads the upstream (what arrives meanwhile is buffered)."""
+        self._source.pull()
+        if self._paused:  # nobody would resume a read paused for the caller's sake: pulling waits on writes
+            self._paused = False
+            self._source.resume_reading()
+        self._finish(_Handover(rest))
+
+    def _finish(self, signal: _Signal) -> None:
         if not self._done.done():
-            self._done.set_result(error)
+            self._done.set_result(signal)
 
 
-async def _pushed(out: web.StreamResponse, source: Pushable, transport: asyncio.Transport) -> bool:
-    done: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-    source.push(_Pusher(source, transport, done))
-    error = await done
-    if error is not None:
-        raise error
-    tail = source.tail()
+async def _pushed(
+    out: web.StreamResponse, source: Pushable, transport: asyncio.Transport, chain: FilterChain | None, chunked: bool
+) -> bool:
+    done: asyncio.Future[_Signal] = asyncio.get_running_loop().create_future()
+    source.push(_Pusher(source, transport, chain, chunked, done))
+    try:
+        signal = await done
+    except asyncio.CancelledError:
+        unrun = done.result() if done.done() and not done.cancelled() else None
+        if isinstance(unrun, _Handover):
+            unrun.rest.close()  # handed over as the caller left: never to run
+        raise
+    if isinstance(signal, _Handover):
+        assert chain is not None
+        events = await signal.rest
+        if events:
+            await out.write(b"".join(events))
+        return await _relay(out, source, chain)
+    if signal is not None:
+        raise signal
+    tail = await _last(source, chain)
     if tail:
         await out.write(b"".join(tail))
     return True
 
 
+async def _last(source: EventSource, chain: FilterChain | None) -> list[bytes]:
+    """The upstream ended: what the translator and the filters still owe."""
+    tail = source.tail()
+    if chain is None:
+        return tail
+    tail = await chain.feed(tail)
+    if not chain.ended:
+        tail += await chain.finish()
+    return tail
+
+
 async def _relay(out: web.StreamResponse, source: EventSource, chain: FilterChain | None) -> bool:
     """Batches from the source to the caller until the end; True when the answer completed."""
-    if chain is None:  # events go out as the upstream framed them
-        while True:
-            events = await source.next()
-            if events is None:
-                tail = source.tail()
-                if tail:
-                    await out.write(b"".join(tail))
-                return True
-            if events:
-                await out.write(b"".join(events) if len(events) > 1 else events[0])
-    while not chain.ended:
+    while chain is None or not chain.ended:
         events = await source.next()
         if events is None:
-            tail = await chain.feed(source.tail())
-            if not chain.ended:
-                tail += await chain.finish()
+            tail = await _last(source, chain)
             if tail:
                 await out.write(b"".join(tail))
             return True
-        events = await chain.feed(events)
+        if chain is not None:
+            events = await chain.feed(events)
         if events:
             await out.write(b"".join(events) if len(events) > 1 else events[0])
     return True  # a filter ended the stream; its last events were written

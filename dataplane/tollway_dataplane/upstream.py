@@ -373,6 +373,9 @@ class UpstreamStream:
     def push(self, sink: h1.BodySink) -> None:
         self._response.push(sink, self._idle)
 
+    def pull(self) -> None:
+        self._response.pull()
+
     def pause_reading(self) -> None:
         self._response.pause_reading()
 

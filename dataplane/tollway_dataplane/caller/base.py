@@ -135,7 +135,7 @@ class ProtocolFilter(PassFilter):
     async def body(self, body: bytes) -> bytes:
         return body if self._native else self._protocol.body(body)
 
-    async def feed(self, events: list[bytes]) -> list[bytes]:
+    def feed_now(self, events: list[bytes]) -> list[bytes]:
         if self._native or not events:
             return events
         if self._stream is None:

@@ -16,6 +16,12 @@ cache) it stores then, so an answer a later filter blocked is never kept.
 The caller's protocol and prompt capture are filters of the same chain, so the relay makes one chain call per
 batch however many features a route has.
 
+Most filters never wait while they look at a batch (a rules window, recording for the cache, converting to the
+caller's protocol), so each also has `feed_now`, the same step without a coroutine: the relay runs the chain
+from the upstream connection's callback and writes the result at once, with no task switch per batch. A filter
+that may wait (a remote checker, a store) answers None from `feed_now`, having changed nothing, and the relay
+awaits its `feed` for that batch. A `PassFilter` subclass that overrides `feed` alone is taken to wait.
+
 Shaped this way so a capability is one module: a stage never edits the gateway front or the relay loop, and a
 rule without stages has no pipeline at all (no per-request allocation).
 """
@@ -67,6 +73,11 @@ class ResponseFilter(Protocol):
         """A batch of OpenAI SSE events in, the events to send on now out (may be fewer, more, or rewritten)."""
         ...
 
+    def feed_now(self, events: list[bytes]) -> list[bytes] | None:
+        """`feed` without waiting: its result (or EndStream), or None, having changed nothing, when only `feed`
+        can take this batch."""
+        ...
+
     async def finish(self) -> list[bytes]:
         """The upstream stream ended cleanly: events still owed."""
         ...
@@ -78,9 +89,15 @@ class ResponseFilter(Protocol):
 
 
 class PassFilter:
-    """A filter that changes nothing; subclasses override what they need."""
+    """A filter that changes nothing; subclasses override what they need: `feed_now` for a filter that never
+    waits on a batch (its `feed` follows), `feed` for one that may (then `feed_now` says so, unless overridden)."""
 
     __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "feed" in cls.__dict__ and "feed_now" not in cls.__dict__:
+            cls.feed_now = PassFilter._waits  # type: ignore[method-assign]
 
     def start(self, answer: Answer) -> None:
         return None
@@ -88,8 +105,16 @@ class PassFilter:
     async def body(self, body: bytes) -> bytes:
         return body
 
-    async def feed(self, events: list[bytes]) -> list[bytes]:
+    def feed_now(self, events: list[bytes]) -> list[bytes] | None:
         return events
+
+    async def feed(self, events: list[bytes]) -> list[bytes]:
+        out = self.feed_now(events)
+        assert out is not None, "a filter whose feed_now may answer None overrides feed"
+        return out
+
+    def _waits(self, events: list[bytes]) -> list[bytes] | None:
+        return None
 
     async def finish(self) -> list[bytes]:
         return []

@@ -7,8 +7,9 @@ have a stage, or for requests that need a filter (capture, a caller's protocol);
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..answer import Answer
 from ..call import Call
@@ -59,22 +60,43 @@ class FilterChain:
         return body
 
     async def feed(self, events: list[bytes]) -> list[bytes]:
+        return await self._feed_from(self._closed, events)
+
+    def feed_now(self, events: list[bytes]) -> list[bytes] | Coroutine[Any, Any, list[bytes]]:
+        """The batch through every filter without waiting, or (a filter must wait, or ended the stream) the
+        coroutine that finishes it, which the caller awaits: the filters before that one took the batch."""
         filters = self._filters
         for i in range(self._closed, len(filters)):
             try:
-                events = await filters[i].feed(events)
+                out = filters[i].feed_now(events)
             except EndStream as end:
-                self.ended = True
-                for earlier in filters[self._closed : i]:
-                    earlier.close(False)  # they did not see the whole answer the caller gets
-                self._closed = i
-                return await self._drain(end.events, i + 1)
+                return self._drain(self._ended_by(i), end.events)
+            if out is None:
+                return self._feed_from(i, events)
+            events = out
         return events
 
-    async def finish(self) -> list[bytes]:
-        return await self._drain([], self._closed)
+    async def _feed_from(self, start: int, events: list[bytes]) -> list[bytes]:
+        filters = self._filters
+        for i in range(start, len(filters)):
+            try:
+                events = await filters[i].feed(events)
+            except EndStream as end:
+                return await self._drain(self._ended_by(i), end.events)
+        return events
 
-    async def _drain(self, events: list[bytes], start: int) -> list[bytes]:
+    def _ended_by(self, i: int) -> int:
+        """Filter i ended the stream: the filters before it are closed; the rest get its last events."""
+        self.ended = True
+        for earlier in self._filters[self._closed : i]:
+            earlier.close(False)  # they did not see the whole answer the caller gets
+        self._closed = i
+        return i + 1
+
+    async def finish(self) -> list[bytes]:
+        return await self._drain(self._closed, [])
+
+    async def _drain(self, start: int, events: list[bytes]) -> list[bytes]:
         """Events through filters[start:], each filter's tail through the ones after it."""
         filters = self._filters
         for i in range(start, len(filters)):

@@ -295,7 +295,7 @@ class CacheFilter(PassFilter):
         self._body = body
         return body
 
-    async def feed(self, events: list[bytes]) -> list[bytes]:
+    def feed_now(self, events: list[bytes]) -> list[bytes]:
         self._events.extend(events)
         if self._flight is not None:
             self._flight.add(events)

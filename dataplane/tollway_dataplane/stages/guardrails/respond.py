@@ -80,10 +80,18 @@ class ResponseGuard(PassFilter):
 
     async def feed(self, events: list[bytes]) -> list[bytes]:
         if self._stream is None:
-            if not self._unchecked:
-                self._unknown_dialect()  # raises under failurePolicy closed, before anything was sent
-            return events
+            return self._unviewed(events)
         return await self._stream.feed(events)
+
+    def feed_now(self, events: list[bytes]) -> list[bytes] | None:
+        if self._stream is None:
+            return self._unviewed(events)
+        return self._stream.feed_now(events)
+
+    def _unviewed(self, events: list[bytes]) -> list[bytes]:
+        if not self._unchecked:
+            self._unknown_dialect()  # raises under failurePolicy closed, before anything was sent
+        return events
 
     async def finish(self) -> list[bytes]:
         return await self._stream.finish() if self._stream is not None else []

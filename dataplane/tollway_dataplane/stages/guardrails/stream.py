@@ -87,6 +87,20 @@ class StreamWindow:
     # -- the filter's calls -----------------------------------------------------------------------------------
 
     async def feed(self, events: list[bytes]) -> list[bytes]:
+        if self._hold(events):
+            return await self._flush()
+        return self._step()
+
+    def feed_now(self, events: list[bytes]) -> list[bytes] | None:
+        """`feed` for windows with the rules alone: nothing to await, not even at the end."""
+        if self._remote:
+            return None
+        if self._hold(events):
+            return self._end_locally()
+        return self._step()
+
+    def _hold(self, events: list[bytes]) -> bool:
+        """Hold the batch's events; whether one of them ends the answer."""
         ends = False
         for event in events:
             text = self._view.event_text(event) or ""
@@ -96,8 +110,9 @@ class StreamWindow:
             if self._first is None:
                 self._first = event
             ends = ends or self._view.ends_answer(event)
-        if ends:
-            return await self._flush()
+        return ends
+
+    def _step(self) -> list[bytes]:
         effect = self._collect() or self._scan(final=False)
         if effect is not None:
             raise EndStream(self._block(effect))
@@ -126,14 +141,23 @@ class StreamWindow:
 
     async def _flush(self) -> list[bytes]:
         """The answer is complete: check what is left, then release everything (or raise EndStream)."""
+        if not self._remote:
+            return self._end_locally()
         effect = await self._await_check()
         effect = effect or self._scan(final=True)
-        if effect is None and self._remote:
+        if effect is None:
             pending = [h for h in self._held if h.text and not h.cleared and not h.sent]
             if pending:
                 self._start_check(pending)
                 effect = await self._await_check()
                 effect = effect or self._scan(final=True)  # a webhook's rewrite is masked like any text
+        if effect is not None:
+            raise EndStream(self._block(effect))
+        return self._release(final=True)
+
+    def _end_locally(self) -> list[bytes]:
+        """`_flush` with no remote checker (so no check in flight): the last scan, then everything."""
+        effect = self._scan(final=True)
         if effect is not None:
             raise EndStream(self._block(effect))
         return self._release(final=True)

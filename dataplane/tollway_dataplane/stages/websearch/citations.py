@@ -95,7 +95,7 @@ class CitationsFilter(PassFilter):
                 message["content"] = content + references(content, self._results)
         return orjson.dumps(data)
 
-    async def feed(self, events: list[bytes]) -> list[bytes]:
+    def feed_now(self, events: list[bytes]) -> list[bytes]:
         if not self._openai:
             return events
         out: list[bytes] = []
