@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from ..poolclient import PoolCallError
+from .rules import RulesChecker
 from .verdict import BLOCK, MASK, CheckContext, CheckerRuntime, Effect, Ledger, Result, effect_of
 
 log = logging.getLogger("tollway.guardrails")
@@ -64,12 +65,19 @@ async def evaluate(
     """`texts_for[i]` are the texts checker i reads. Remote checkers run concurrently; in-process ones inline."""
     results: list[Result | None] = [None] * len(checkers)
     elapsed = [0.0] * len(checkers)
+    remote = []
     for i, checker in enumerate(checkers):
-        if not checker.remote and any(texts_for[i]):
+        if not any(texts_for[i]):
+            continue
+        if checker.remote:
+            remote.append(i)
+        else:
             started = time.perf_counter()
-            results[i] = await checker.check(texts_for[i], context)
+            if isinstance(checker, RulesChecker):  # no coroutine to make and await
+                results[i] = checker.check_now(texts_for[i])
+            else:
+                results[i] = await checker.check(texts_for[i], context)
             elapsed[i] = time.perf_counter() - started
-    remote = [i for i, c in enumerate(checkers) if c.remote and any(texts_for[i])]
     if remote:
         timed = await asyncio.gather(*(_timed(checkers[i], texts_for[i], context, time_limit) for i in remote))
         for i, (result, seconds) in zip(remote, timed, strict=True):

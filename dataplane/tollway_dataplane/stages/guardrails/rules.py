@@ -105,6 +105,13 @@ class RulesChecker:
         return apply(text, self.remembered_hits(text))
 
     async def check(self, texts: list[str], context: CheckContext) -> Result:
+        return self.check_now(texts)
+
+    def check_now(self, texts: list[str]) -> Result:
+        """`check` as it is: synchronous (what `evaluate` calls for in-process checkers)."""
+        found = [hits for hits in map(self.remembered_hits, texts) if hits]
+        if not found:
+            return _NOTHING  # the common case: no list of texts or categories to build
         categories: list[str] = []
         rewritten: list[str] = []
         changed = False
@@ -119,6 +126,7 @@ class RulesChecker:
         return Result(categories=tuple(dict.fromkeys(categories)), texts=rewritten if changed else None)
 
 
+_NOTHING = Result()
 MEMO_ENTRIES = 1024
 MEMO_TEXT_CHARS = 2048
 _GLOBAL_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
