@@ -109,14 +109,13 @@ class RulesChecker:
 
     def check_now(self, texts: list[str]) -> Result:
         """`check` as it is: synchronous (what `evaluate` calls for in-process checkers)."""
-        found = [hits for hits in map(self.remembered_hits, texts) if hits]
-        if not found:
+        found = [self.remembered_hits(text) for text in texts]  # once each: a long text is not remembered
+        if not any(found):
             return _NOTHING  # the common case: no list of texts or categories to build
         categories: list[str] = []
         rewritten: list[str] = []
         changed = False
-        for text in texts:
-            hits = self.remembered_hits(text)
+        for text, hits in zip(texts, found, strict=True):
             categories.extend(h.category for h in hits)
             if hits and self.config.action == "mask":
                 rewritten.append(apply(text, hits))

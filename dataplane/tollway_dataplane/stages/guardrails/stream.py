@@ -151,13 +151,13 @@ class StreamWindow:
                 self._start_check(pending)
                 effect = await self._await_check()
                 effect = effect or self._scan(final=True)  # a webhook's rewrite is masked like any text
-        if effect is not None:
-            raise EndStream(self._block(effect))
-        return self._release(final=True)
+        return self._conclude(effect)
 
     def _end_locally(self) -> list[bytes]:
         """`_flush` with no remote checker (so no check in flight): the last scan, then everything."""
-        effect = self._scan(final=True)
+        return self._conclude(self._scan(final=True))
+
+    def _conclude(self, effect: Effect | None) -> list[bytes]:
         if effect is not None:
             raise EndStream(self._block(effect))
         return self._release(final=True)
