@@ -15,7 +15,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
 from tollway_contract.model import GatewayConfig, SecretsConfig
 
 from . import accesslog, inbound_headers, metrics, relay
@@ -31,6 +30,8 @@ from .endpoints.balancer import EndpointSet
 from .endpoints.scraper import Scraper
 from .errors import GatewayError
 from .intake import make_call, parse_body, read_body
+from .messages import Answer as HttpAnswer
+from .messages import Inbound, Response
 from .pools import KeyStateRegistry
 from .pricing import cost_usd
 from .ratelimit.backends import LimitBackend, MemoryBackend
@@ -120,7 +121,7 @@ class Gateway:
             raise RuntimeError("the gateway has not started")
         return self._session
 
-    async def start(self, app: web.Application) -> None:
+    async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         # Answers are relayed and parsed as they come, so ask for them uncompressed: aiohttp would otherwise offer
         # gzip and deflate, and a provider that took the offer would send bytes no translator can read.
@@ -135,7 +136,7 @@ class Gateway:
         snapshot = self.snapshot
         return [p.endpoints for p in snapshot.pools.values() if p.endpoints is not None] if snapshot else []
 
-    async def stop(self, app: web.Application) -> None:
+    async def stop(self) -> None:
         if self._scraper is not None:
             await self._scraper.stop()
         await self.limiter.drain()
@@ -146,19 +147,9 @@ class Gateway:
         if self._session is not None:
             await self._session.close()
 
-    def make_app(self) -> web.Application:
-        # Body size is checked per request against the live config; aiohttp's own cap only guards memory.
-        # handler_cancellation: a client that disconnects cancels its handler at once, which closes the
-        # upstream request, so the provider stops generating tokens nobody will read.
-        app = web.Application(client_max_size=1 << 40, handler_args={"handler_cancellation": True})
-        app.router.add_route("*", "/{tail:.*}", self.dispatch)
-        app.on_startup.append(self.start)
-        app.on_cleanup.append(self.stop)
-        return app
-
     # -- dispatch --------------------------------------------------------------------------------------------
 
-    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def dispatch(self, request: Inbound) -> HttpAnswer:
         path = request.path
         method = request.method
         if path == "/healthz":
@@ -170,10 +161,8 @@ class Gateway:
         )
         self.in_flight += 1
         metrics.IN_FLIGHT.inc()
-        response: web.StreamResponse | None = None
         try:
-            response = await self._serve(request, ctx)
-            return response
+            return await self._serve(request, ctx)
         except asyncio.CancelledError:
             ctx.status = 499  # nginx's "client closed request"
             ctx.error = ctx.error or "client disconnected"
@@ -184,7 +173,7 @@ class Gateway:
             headers = {**ctx.response_headers, **error.headers, "x-request-id": ctx.request_id}
             if ctx.protocol is not None:  # the caller speaks another protocol: its error shape
                 body = ctx.protocol.error_body(error.status, error.message, error.type, error.code)
-                return web.Response(status=error.status, body=body, content_type="application/json", headers=headers)
+                return Response(status=error.status, body=body, headers=headers)
             return error.response(headers)
         except Exception:
             # Never a bare 500 with a stack trace for the caller; the log keeps the details.
@@ -207,7 +196,7 @@ class Gateway:
             metrics.observe(ctx)
             accesslog.write(ctx, self.capture_limit)
 
-    async def _serve(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    async def _serve(self, request: Inbound, ctx: RequestContext) -> HttpAnswer:
         snapshot = self.snapshot
         if snapshot is None:
             raise GatewayError(503, "The gateway has not loaded a configuration yet.", "not_ready")
@@ -231,13 +220,13 @@ class Gateway:
 
     async def _proxy(
         self,
-        request: web.Request,
+        request: Inbound,
         ctx: RequestContext,
         snapshot: Snapshot,
         prefix: str,
         endpoint: str,
         protocol: CallerProtocol | None,
-    ) -> web.StreamResponse:
+    ) -> HttpAnswer:
         """auth -> intake (the caller's protocol -> one canonical call) -> route -> limits -> stages -> upstream
         -> response filters. The order is fixed here; what a route adds lives in its stages."""
         consumer, key_hash = snapshot.auth.authenticate(request.headers, request.remote)
@@ -305,7 +294,7 @@ class Gateway:
         _record_answer(ctx, answer)
         return await relay.send(request, ctx, answer, filters, answers, _answer_headers(ctx, answer))
 
-    async def _stored_response(self, request: web.Request, ctx: RequestContext, snapshot: Snapshot) -> web.Response:
+    async def _stored_response(self, request: Inbound, ctx: RequestContext, snapshot: Snapshot) -> Response:
         """GET or DELETE a kept response: the caller's own only (another consumer's id is not found)."""
         if ctx.method not in ("GET", "DELETE"):
             raise GatewayError(
@@ -326,7 +315,7 @@ class Gateway:
         ctx.status = 200
         return _json(stored.response, ctx.request_id)
 
-    def _models(self, request: web.Request, ctx: RequestContext, snapshot: Snapshot) -> web.Response:
+    def _models(self, request: Inbound, ctx: RequestContext, snapshot: Snapshot) -> Response:
         consumer, _ = snapshot.auth.authenticate(request.headers, request.remote)
         ctx.consumer = consumer.name
         prefix, _, wanted = ctx.path.partition("/models")
@@ -354,7 +343,7 @@ class Gateway:
             return _json(seen[wanted], ctx.request_id)
         return _json({"object": "list", "data": [seen[m] for m in sorted(seen)]}, ctx.request_id)
 
-    def readyz(self) -> web.Response:
+    def readyz(self) -> Response:
         snapshot = self.snapshot
         if self.draining:
             return _json({"ready": False, "reason": "shutting down"}, status=503)
@@ -393,7 +382,7 @@ def _answer_headers(ctx: RequestContext, answer: Answer) -> dict[str, str]:
     return headers
 
 
-def _host(request: web.Request) -> str:
+def _host(request: Inbound) -> str:
     host = request.headers.get("Host", "")
     if host.startswith("["):
         return host[: host.find("]") + 1].lower()
@@ -410,6 +399,6 @@ def _resolve(snapshot: Snapshot, prefix: str, host: str, model: str, may_use: Ca
     raise GatewayError(404, f"The model {model!r} does not exist or you do not have access to it.", "model_not_found")
 
 
-def _json(data: Any, request_id: str | None = None, status: int = 200) -> web.Response:
+def _json(data: Any, request_id: str | None = None, status: int = 200) -> Response:
     headers = {"x-request-id": request_id} if request_id else None
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+    return Response(body=orjson.dumps(data), status=status, headers=headers)

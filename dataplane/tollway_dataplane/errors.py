@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import orjson
-from aiohttp import web
+
+from .messages import Response
 
 _TYPES = {
     400: "invalid_request_error",
@@ -44,9 +45,9 @@ class GatewayError(Exception):
     def body(self) -> bytes:
         return error_body(self.message, self.type, self.code)
 
-    def response(self, extra_headers: Mapping[str, str] | None = None) -> web.Response:
+    def response(self, extra_headers: Mapping[str, str] | None = None) -> Response:
         headers = {**(extra_headers or {}), **self.headers}
-        return web.Response(status=self.status, body=self.body(), content_type="application/json", headers=headers)
+        return Response(status=self.status, body=self.body(), headers=headers)
 
 
 def error_body(message: str, type: str, code: str | None = None, param: str | None = None) -> bytes:

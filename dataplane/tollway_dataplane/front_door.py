@@ -1,29 +1,39 @@
-"""The HTTP layer under the gateway's dispatcher: what callers get when a request never reaches a handler.
+"""The gateway's HTTP/1.1 server: connections, request framing, keep-alive, and the answer to what no handler takes.
 
-aiohttp's HTTP parser rejects some requests before any handler runs (an oversized or malformed header, a bad
-Content-Length, Content-Length together with Transfer-Encoding, bytes that are not allowed in the path, ...) and
-answers them from `RequestHandler.handle_error` in plain text, with the parser's message, which quotes the
-offending bytes: an `Authorization` value among them. The same method answers a handler that raised (500) or
-timed out (504). `GatewayProtocol` replaces that method, so every such answer is error JSON built from the
-exception's class alone and never from its message, and the log gets one line without the request's bytes.
+The front door owns the wire; the handler (the gateway's dispatcher, or the metrics page) sees an `Inbound`
+request and returns an answer (`messages`). Requests are framed by llhttp through aiohttp's C parser, the same
+strict parser aiohttp's own server uses (request smuggling is its problem, solved there), but the connection,
+the request objects and the answers are the gateway's: aiohttp's server side cost more per request than the
+rest of the HTTP layer (a task per connection and one per request, a request object with lazy properties, a
+response multidict, a prepare signal, a keep-alive timer re-armed per request). Here one task serves the
+requests a connection has queued, in order (pipelining), an answer is one write, and idle connections are closed
+by one sweep per listener instead of a timer per request.
 
-The answer has the OpenAI error object plus a top-level `"type": "error"`, so it is also a valid Anthropic
-error: the parser fails before the path is known, and both kinds of SDK read it.
+What the parser rejects before any handler runs (an oversized or malformed header, a bad Content-Length,
+Content-Length together with Transfer-Encoding, bytes not allowed in the path, ...) is answered with error JSON
+built from the exception's class alone and never from its message, which quotes the offending bytes (an
+`Authorization` value among them); the log gets one line without the request's bytes. The answer has the
+OpenAI error object plus a top-level `"type": "error"`, so it is also a valid Anthropic error: the parser fails
+before the path is known, and both kinds of SDK read it. A handler that raises gets the same shape (500).
 
-`runner()` is how the process wires this in (a `web.AppRunner` whose server makes `GatewayProtocol`s), with the
-listener settings that belong to the front door: header limits, no transparent request decompression (the
-intake decides which content codings it accepts, see `content_coding`), and no `Server` header (it named the
-framework and Python versions).
+A caller that disconnects cancels its handler at once, which closes the upstream request, so the provider stops
+generating tokens nobody will read. Draining stops the listener, closes idle connections, and ends busy ones
+after their answer (`Connection: close`). No `Server` header is sent (it named the framework and versions), and
+request bodies are never decompressed here (the intake decides which content codings it accepts).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
 
 import orjson
-from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http import HttpRequestParser
 from aiohttp.http_exceptions import (
     BadHttpMessage,
     BadHttpMethod,
@@ -35,7 +45,11 @@ from aiohttp.http_exceptions import (
     LineTooLong,
     TransferEncodingError,
 )
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web import RequestPayloadError
+
+from .messages import Answer, Inbound, Response, StreamResponse
 
 log = logging.getLogger("tollway.http")
 
@@ -97,69 +111,226 @@ def error_json(status: int, code: str, message: str) -> bytes:
     return orjson.dumps({"type": "error", "error": {"message": message, "type": kind, "param": None, "code": code}})
 
 
-class _Answer(web.Response):
-    """A response prepared outside the application, so its prepare signal (which drops `Server`) never runs."""
+Handler = Callable[[Inbound], Awaitable[Answer]]
 
-    async def _prepare_headers(self) -> None:
-        await super()._prepare_headers()
-        self.headers.popall("Server", None)
-
-
-class GatewayProtocol(RequestHandler):
-    """aiohttp's connection handler, with the gateway's answer to requests no handler could take."""
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if request.writer.output_size > 0:
-            # Part of a response is out already: the connection is broken (aiohttp's own contract).
-            raise ConnectionError("Response is sent already, cannot send another response with the error message")
-        status, code, text = rejection(status, exc)
-        if status == 500:
-            log.error("unhandled error serving a request", exc_info=exc)  # our own bug: keep the traceback
-        else:
-            log.info("rejected a malformed request", extra={"status": status, "code": code, "remote": request.remote})
-        answer = _Answer(status=status, body=error_json(status, code, text), content_type="application/json")
-        answer.force_close()
-        return answer
+KEEPALIVE_SECONDS = 75.0  # an idle connection (or one whose request head never completes) is closed after this
+_SWEEP_SECONDS = 5.0
+_READ_LIMIT = 2**16  # a request body held unread above this pauses reading the connection
+_QUEUE_HIGH, _QUEUE_LOW = 8, 2  # pipelined requests waiting: above HIGH stop reading until LOW
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-class GatewayServer(web.Server):
-    """aiohttp's low-level server, making `GatewayProtocol` connections."""
+class _Rejected:
+    """A request the parser refused: answered in order, then the connection closes."""
 
-    def __call__(self) -> RequestHandler:
-        return GatewayProtocol(self, loop=self._loop, **self._kwargs)
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
 
 
-class GatewayRunner(web.AppRunner):
-    """An `AppRunner` whose server is a `GatewayServer` with everything aiohttp configured for the app."""
+def rejection_answer(status: int, exc: BaseException | None) -> Response:
+    status, code, text = rejection(status, exc)
+    return Response(status=status, body=error_json(status, code, text))
 
-    async def _make_server(self) -> web.Server:
-        base = await super()._make_server()
-        return GatewayServer(
-            base.request_handler,
-            request_factory=base.request_factory,
-            handler_cancellation=base.handler_cancellation,
-            **base._kwargs,
+
+class Connection(BaseProtocol):
+    """One caller's connection: parses what arrives, queues whole request heads, serves them in order."""
+
+    def __init__(self, door: FrontDoor):
+        loop = door.loop
+        parser = HttpRequestParser(
+            self,
+            loop,
+            _READ_LIMIT,
+            max_line_size=MAX_FIELD_BYTES,
+            max_field_size=MAX_FIELD_BYTES,
+            max_headers=MAX_HEADERS,
+            payload_exception=RequestPayloadError,
+            auto_decompress=False,
         )
+        super().__init__(loop, parser)
+        self._door = door
+        self._queue: deque[tuple[RawRequestMessage | _Rejected, StreamReader | None]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False  # no more requests are read: an answer ends it (a rejection, an upgrade, drain)
+        self._queue_paused = False
+        self.remote: str | None = None
+        self.idle_since: float | None = loop.time()  # None while a request is being served
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.remote = str(peer[0])
+        self._door.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing or self._parser is None:
+            return
+        try:
+            messages, upgraded, _tail = self._parser.feed_data(data)
+        except HttpProcessingError as exc:
+            self._closing = True
+            self._queue.append((_Rejected(exc), None))
+            self._wake()
+            return
+        if upgraded:
+            self._closing = True  # the bytes after an upgrade request are another protocol's: none is spoken here
+        if messages:
+            self._queue.extend(messages)
+            self._wake()
+            if len(self._queue) > _QUEUE_HIGH and not self._queue_paused:
+                self._queue_paused = True
+                self._pause_reading_for_buffer()
+
+    def eof_received(self) -> bool:
+        return False  # a caller that stops sending is gone: close, which cancels what it asked for
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._door.connections.discard(self)
+        parser, self._parser = self._parser, None
+        if parser is not None:
+            with contextlib.suppress(HttpProcessingError):  # a body cut short: its reader has the error already
+                parser.feed_eof()
+        for _, payload in self._queue:
+            if payload is not None:
+                payload.set_exception(ConnectionResetError("the caller went away"))
+        self._queue.clear()
+        if self._task is not None:
+            self._task.cancel()  # the handler's upstream request is closed with it
+        super().connection_lost(exc)
+
+    # -- the requests --------------------------------------------------------------------------------------
+
+    def closes_after(self, request: Inbound) -> bool:
+        return self._closing or self._door.draining or self._current_should_close
+
+    async def drain(self) -> None:
+        await self._drain_helper()
+
+    _current_should_close = False
+
+    def _wake(self) -> None:
+        if self._task is None:
+            self.idle_since = None
+            self._task = self._loop.create_task(self._serve())
+
+    async def _serve(self) -> None:
+        try:
+            while self._queue and self.transport is not None:
+                message, payload = self._queue.popleft()
+                if self._queue_paused and len(self._queue) <= _QUEUE_LOW:
+                    self._queue_paused = False
+                    self._resume_reading_for_buffer()
+                if not await self._one(message, payload):
+                    self._close()
+                    return
+        finally:
+            self._task = None
+            self.idle_since = self._loop.time()
+        if self._closing or self._door.draining:
+            self._close()
+
+    async def _one(self, message: RawRequestMessage | _Rejected, payload: StreamReader | None) -> bool:
+        """Serve one request; True when the connection can carry another."""
+        transport = self.transport
+        assert transport is not None
+        if isinstance(message, _Rejected):
+            status, code, _ = rejection(400, message.exc)
+            log.info("rejected a malformed request", extra={"status": status, "code": code, "remote": self.remote})
+            transport.write(rejection_answer(400, message.exc).encode(close=True))
+            return False
+        assert payload is not None
+        self._current_should_close = message.should_close
+        if message.version >= (1, 1) and message.headers.get("Expect", "").lower() == "100-continue":
+            transport.write(_CONTINUE)
+        request = Inbound(message, payload, self, self.remote)
+        try:
+            answer = await self._door.handler(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("unhandled error serving a request", exc_info=exc)  # our own bug: keep the traceback
+            answer = rejection_answer(500, exc)
+        if self.transport is None:
+            return False
+        if request.started is not None and answer is not request.started:
+            # The handler failed after its stream's head went out: nothing more can be said on this connection.
+            log.error("a handler answered again after starting a stream; closing the connection")
+            return False
+        if isinstance(answer, StreamResponse):
+            if not answer.prepared:
+                log.error("a handler returned a stream it never started")
+                self.transport.write(rejection_answer(500, None).encode(close=True))
+                return False
+            # A stream not written to its end is cut: only closing the connection tells the caller.
+            return answer.ended and answer.chunked and not self.closes_after(request) and payload.is_eof()
+        # A body the handler did not read to its end is still arriving: the connection cannot carry another.
+        keep = not self.closes_after(request) and payload.is_eof()
+        self.transport.write(answer.encode(close=not keep, head_only=message.method == "HEAD"))
+        return keep
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def close_if_idle(self, now: float, limit: float) -> None:
+        since = self.idle_since
+        if since is not None and now - since >= limit:
+            self._closing = True
+            self._close()
 
 
-async def _drop_server_header(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.popall("Server", None)
+class FrontDoor:
+    """One listener: the asyncio server, its connections, the idle sweep, and drain."""
 
+    def __init__(self, handler: Handler, *, keepalive_timeout: float = KEEPALIVE_SECONDS):
+        self.handler = handler
+        self.keepalive_timeout = keepalive_timeout
+        self.connections: set[Connection] = set()
+        self.draining = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.loop = asyncio.get_event_loop()
 
-def runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
-    """The runner for one of the gateway's listeners."""
-    app.on_response_prepare.append(_drop_server_header)
-    return GatewayRunner(
-        app,
-        max_line_size=MAX_FIELD_BYTES,
-        max_field_size=MAX_FIELD_BYTES,
-        max_headers=MAX_HEADERS,
-        auto_decompress=False,
-        **kwargs,
-    )
+    async def start(self, host: str, port: int, *, backlog: int = 1024) -> int:
+        self.loop = asyncio.get_running_loop()
+        self._server = await self.loop.create_server(lambda: Connection(self), host, port, backlog=backlog)
+        for sock in self._server.sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                self.port = int(sock.getsockname()[1])
+                break
+        self._sweeper = asyncio.create_task(self._sweep())
+        return self.port
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(min(_SWEEP_SECONDS, self.keepalive_timeout))
+            now = self.loop.time()
+            for connection in list(self.connections):
+                connection.close_if_idle(now, self.keepalive_timeout)
+
+    def stop_listening(self) -> None:
+        """No new connections; idle ones close now, busy ones after their answer."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.close_if_idle(self.loop.time(), 0.0)
+
+    async def close(self) -> None:
+        """Stop listening and close every connection (what is in flight is cancelled)."""
+        self.stop_listening()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()

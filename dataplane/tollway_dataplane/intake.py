@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp.web import RequestPayloadError
 from tollway_contract.model import DEFAULT_MAX_BODY_BYTES
 
 from .call import CHAT, COMPLETIONS, EMBEDDINGS, Call, NativeBody
@@ -19,9 +19,10 @@ from .content_coding import decoder_for
 from .errors import GatewayError
 from .fields import OPENAI_NUMBERS, check_chat_messages, check_model, check_numbers, check_stop, invalid
 from .json_depth import check_depth
+from .messages import Inbound
 
 
-async def read_body(request: web.Request, limit: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
+async def read_body(request: Inbound, limit: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise GatewayError(
@@ -33,7 +34,7 @@ async def read_body(request: web.Request, limit: int = DEFAULT_MAX_BODY_BYTES) -
     while True:
         try:
             chunk = await request.content.readany()
-        except web.RequestPayloadError:
+        except RequestPayloadError:
             # The HTTP layer could not frame the body (a bad chunk size, a body shorter than its length).
             raise GatewayError(400, "The request body is malformed or incomplete.", "invalid_body") from None
         if not chunk:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
-from aiohttp import HttpVersion11, web
+from aiohttp import HttpVersion11
 
 from . import h1, metrics
 from .answer import Answer, EventSource, StreamInterrupted
@@ -29,6 +29,7 @@ from .caller.base import AnswerProtocol
 from .capture import CaptureFilter
 from .context import RequestContext
 from .errors import GatewayError, sse_error_event
+from .messages import Inbound, Response, StreamResponse
 from .stages.base import ResponseFilter
 from .stages.pipeline import FilterChain
 from .upstream import UpstreamStream
@@ -37,13 +38,13 @@ log = logging.getLogger("tollway.relay")
 
 
 async def send(
-    request: web.Request,
+    request: Inbound,
     ctx: RequestContext,
     answer: Answer,
     filters: Sequence[ResponseFilter],
     protocol: AnswerProtocol | None,
     headers: dict[str, str],
-) -> web.StreamResponse:
+) -> Response | StreamResponse:
     """Write the answer; `filters` are the stages' in request order, `headers` go on the response."""
     chain_filters = list(reversed(filters))
     capture = CaptureFilter() if ctx.capture else None
@@ -61,9 +62,7 @@ async def send(
             ctx.completion = capture.text
 
 
-async def _whole(
-    ctx: RequestContext, answer: Answer, chain: FilterChain | None, headers: dict[str, str]
-) -> web.Response:
+async def _whole(ctx: RequestContext, answer: Answer, chain: FilterChain | None, headers: dict[str, str]) -> Response:
     body = answer.body or b""
     # What the upstream used is charged even when a filter refuses the answer (a guardrail block): it was spent.
     ctx.usage = answer.usage
@@ -75,23 +74,22 @@ async def _whole(
             raise
         chain.close(True)
     ctx.status = 200
-    return web.Response(body=body, content_type="application/json", headers=headers)
+    return Response(body=body, headers=headers)
 
 
 async def _stream(
-    request: web.Request,
+    request: Inbound,
     ctx: RequestContext,
     source: EventSource,
     chain: FilterChain | None,
     protocol: AnswerProtocol | None,
     headers: dict[str, str],
-) -> web.StreamResponse:
+) -> StreamResponse:
     complete = False
     metrics.IN_FLIGHT_STREAMS.inc()
     try:
         first = await chain.feed(source.first) if chain is not None else source.first
-        out = web.StreamResponse(status=200, headers=headers)
-        out.content_type = "text/event-stream"
+        out = StreamResponse(status=200, headers=headers)
         chunked = request.version >= HttpVersion11  # HTTP/1.0 has no chunks: the body ends when the connection does
         if chunked:
             out.enable_chunked_encoding()
@@ -260,7 +258,7 @@ class _Pusher:
 
 
 async def _pushed(
-    out: web.StreamResponse, source: Pushable, transport: asyncio.Transport, chain: FilterChain | None, chunked: bool
+    out: StreamResponse, source: Pushable, transport: asyncio.Transport, chain: FilterChain | None, chunked: bool
 ) -> bool:
     done: asyncio.Future[_Signal] = asyncio.get_running_loop().create_future()
     source.push(_Pusher(source, transport, chain, chunked, done))
@@ -296,7 +294,7 @@ async def _last(source: EventSource, chain: FilterChain | None) -> list[bytes]:
     return tail
 
 
-async def _relay(out: web.StreamResponse, source: EventSource, chain: FilterChain | None) -> bool:
+async def _relay(out: StreamResponse, source: EventSource, chain: FilterChain | None) -> bool:
     """Batches from the source to the caller until the end; True when the answer completed."""
     while chain is None or not chain.ended:
         events = await source.next()

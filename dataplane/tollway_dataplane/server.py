@@ -10,12 +10,14 @@ import signal
 import time
 from dataclasses import dataclass
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import accesslog, front_door, metrics
+from . import accesslog, metrics
 from .app import Gateway
 from .caller.responses_store import DEFAULT_TTL, MemoryResponseStore, RedisResponseStore, ResponseStore
+from .errors import GatewayError
+from .front_door import FrontDoor
+from .messages import Inbound, Response
 from .ratelimit.backends import LimitBackend, MemoryBackend, RedisBackend
 from .redisconn import RedisClient, RedisOptions, connect
 from .sources import ConfigSource, Reloader
@@ -42,13 +44,13 @@ class ServerOptions:
     responses_ttl: float = DEFAULT_TTL  # how long the Responses API's stored responses are kept
 
 
-def metrics_app() -> web.Application:
-    async def handle(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/metrics", handle)
-    return app
+async def serve_metrics(request: Inbound) -> Response:
+    """The metrics listener: `GET /metrics` in Prometheus' text format; anything else is error JSON."""
+    if request.path != "/metrics":
+        return GatewayError(404, f"Unknown path {request.path!r}; metrics are at /metrics.", "not_found").response()
+    if request.method not in ("GET", "HEAD"):
+        return GatewayError(405, "Use GET for /metrics.", "method_not_allowed", headers={"Allow": "GET"}).response()
+    return Response(body=generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
 
 
 class RunningGateway:
@@ -69,24 +71,19 @@ class RunningGateway:
             responses=_responses_store(options, redis),
         )
         self.reloader = Reloader(self.gateway, source, options.reload_interval)
-        self._runner = front_door.runner(self.gateway.make_app(), access_log=None)
-        self._metrics_runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._door = FrontDoor(self.gateway.dispatch)
+        self._metrics_door: FrontDoor | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.port = options.port
         self.metrics_port = options.metrics_port
 
     async def start(self) -> None:
         await self.reloader.load_once()
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.options.host, self.options.port, backlog=1024)
-        await self._site.start()
-        self.port = _bound_port(self._runner)
+        await self.gateway.start()
+        self.port = await self._door.start(self.options.host, self.options.port, backlog=1024)
         if self.options.metrics_port is not None:
-            self._metrics_runner = front_door.runner(metrics_app(), access_log=None)
-            await self._metrics_runner.setup()
-            await web.TCPSite(self._metrics_runner, self.options.host, self.options.metrics_port).start()
-            self.metrics_port = _bound_port(self._metrics_runner)
+            self._metrics_door = FrontDoor(serve_metrics)
+            self.metrics_port = await self._metrics_door.start(self.options.host, self.options.metrics_port)
         self._watcher = asyncio.create_task(self.reloader.run())
 
     async def drain_and_stop(self) -> None:
@@ -97,8 +94,7 @@ class RunningGateway:
         )
         gateway.draining = True
         await asyncio.sleep(options.drain_delay)
-        if self._site is not None:
-            await self._site.stop()  # no new connections; in-flight handlers continue
+        self._door.stop_listening()  # no new connections; in-flight handlers continue
         deadline = time.monotonic() + options.grace_period
         while gateway.in_flight > 0 and time.monotonic() < deadline:  # noqa: ASYNC110 - a counter, polled briefly
             await asyncio.sleep(0.05)
@@ -113,9 +109,10 @@ class RunningGateway:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        await self._runner.cleanup()
-        if self._metrics_runner is not None:
-            await self._metrics_runner.cleanup()
+        await self._door.close()
+        await self.gateway.stop()
+        if self._metrics_door is not None:
+            await self._metrics_door.close()
         if self._redis is not None:
             await self._redis.aclose()
 
@@ -139,12 +136,6 @@ def _cache_store(options: ServerOptions, redis: RedisClient | None) -> CacheStor
     if redis is not None and options.redis is not None:
         return RedisStore(redis, block_ms=max(50, int(options.redis.timeout * 600)))
     return MemoryStore(options.cache_max_bytes)
-
-
-def _bound_port(runner: web.AppRunner) -> int:
-    for address in runner.addresses:
-        return int(address[1])
-    raise RuntimeError("listener has no address")
 
 
 def _tune_gc() -> None:
