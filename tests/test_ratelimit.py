@@ -12,6 +12,7 @@ import pytest
 from conftest import GatewayFactory, MockLLM, RedisServer, read_sse, spawn_gateway, write_crs
 from tollway_dataplane.ratelimit.backends import MemoryBackend, RedisBackend, ScriptFailed
 from tollway_dataplane.ratelimit.gcra import LimitSpec, decide, settle
+from tollway_dataplane import redisconn
 from tollway_dataplane.redisconn import RedisOptions
 
 CHAT = "/v1/chat/completions"
@@ -123,6 +124,44 @@ async def test_backends_agree(backend_kind: str, redis_server: RedisServer) -> N
         await backend.adjust([("tollway:{t}:a", -30, 0.6)])
         after = await backend.reserve((LimitSpec("tollway:{t}:a", 100, 60.0, 0),))
         assert after.states[0].remaining == 40
+    finally:
+        await backend.close()
+
+
+async def test_a_settlement_rides_ahead_of_the_next_decision_in_one_round_trip(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redisconn, "DEFER_SECONDS", 0.5)  # long enough that a loaded machine cannot hit it early
+    backend = RedisBackend(RedisOptions(redis_server.url))
+    pipeline = backend._pipeline
+    sent: list[int] = []
+    run = pipeline._run
+
+    async def counting(commands: list[tuple[object, ...]]) -> list[object]:
+        sent.append(len(commands))
+        return await run(commands)
+
+    pipeline._run = counting  # type: ignore[method-assign]
+    spec = LimitSpec("tollway:{s}:a", 100, 60.0, 100)
+    try:
+        await backend.adjust([(spec.key, -100, 0.6)])  # both scripts known to the server (a first use reloads)
+        assert (await backend.reserve((spec,))).allowed  # the whole budget held
+        sent.clear()
+        settling = asyncio.create_task(backend.adjust([(spec.key, -100, 0.6)], waited_on=False))
+        await asyncio.sleep(0.05)  # the settlement is queued, not sent: nobody waits on it
+        assert sent == []
+        decision = await backend.reserve((spec,))
+        await settling
+        assert decision.allowed  # the refund went first, in the same pipeline
+        assert sent == [2]
+        sent.clear()
+        started = time.perf_counter()
+        await backend.adjust([(spec.key, -100, 0.6)], waited_on=False)  # alone: it leaves after a moment
+        assert sent == [1] and 0.4 < time.perf_counter() - started < 5.0
+        assert (await backend.reserve((spec,))).allowed
+        sent.clear()
+        await backend.adjust([(spec.key, -100, 0.6)])  # a release: its answer waits on it, so at once
+        assert sent == [1]
     finally:
         await backend.close()
 

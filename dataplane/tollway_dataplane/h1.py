@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 import time
@@ -32,6 +33,21 @@ _MAX_CHUNK_LINE = 4096
 # A body pulled with `readany` and not read as fast as it comes (the caller reads slowly): above this much held,
 # the connection stops reading until the puller takes it, so back-pressure reaches the upstream when pulling too.
 _PULL_HIGH_WATER = 256 * 1024
+
+
+@functools.lru_cache(maxsize=1024)
+def _request_start(url: str) -> tuple[tuple[str, str, int], str]:
+    """(scheme, host, port) and the request line with the Host header, for a URL: parsed once per URL (the
+    upstream URLs come from the config, so they are few)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    host = parts.hostname or ""
+    port = parts.port or (443 if scheme == "https" else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    authority = host if parts.port is None else f"{host}:{parts.port}"
+    if ":" in host and not host.startswith("["):
+        authority = f"[{host}]" if parts.port is None else f"[{host}]:{parts.port}"
+    return (scheme, host, port), f"POST {target} HTTP/1.1\r\nHost: {authority}\r\n"
 
 
 class ConnectFailed(OSError):
@@ -447,20 +463,12 @@ class Client:
     ) -> Response:
         """POST `body` to `url`; returns once the response head arrived (TimeoutError, ConnectFailed,
         Disconnected, BadResponse otherwise)."""
-        parts = urlsplit(url)
-        scheme = parts.scheme
-        host = parts.hostname or ""
-        port = parts.port or (443 if scheme == "https" else 80)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        authority = host if parts.port is None else f"{host}:{parts.port}"
-        if ":" in host and not host.startswith("["):
-            authority = f"[{host}]" if parts.port is None else f"[{host}]:{parts.port}"
+        key, start = _request_start(url)
         # Answers are relayed and parsed as they come: never compressed.
-        head = [f"POST {target} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {len(body)}\r\n{_IDENTITY}"]
+        head = [f"{start}Content-Length: {len(body)}\r\n{_IDENTITY}"]
         head.extend(f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() not in _OWN_HEADERS)
         head.append("\r\n")
         data = "".join(head).encode("latin-1") + body
-        key = (scheme, host, port)
         for attempt in range(2):
             conn = self._take_idle(key) if attempt == 0 else None
             reused = conn is not None

@@ -269,6 +269,9 @@ class Outage:
 _Queued = tuple[str | None, tuple[Any, ...], "asyncio.Future[Any]"]  # (the script's source, the command, its caller)
 
 
+DEFER_SECONDS = 0.005
+
+
 class TurnPipeline:
     """Commands issued in the same event-loop turn leave together, as one non-transactional pipeline.
 
@@ -278,7 +281,12 @@ class TurnPipeline:
     and no connection checkout whatever the load (redis-py's per-command machinery, a pool checkout, a health
     check and a timeout per reply, costs more than the round trip on the request path). Redis Cluster runs its
     commands one by one (concurrently), each routed by its key's slot, redirects followed. Each pipeline runs
-    through the Outage guard as one call; each caller gets its own result or its own error reply."""
+    through the Outage guard as one call; each caller gets its own result or its own error reply.
+
+    A command nobody waits on (a limit's settlement after the answer went out) can be deferred: it leaves with
+    the next pipeline, ahead of what that pipeline carries, or on its own after `DEFER_SECONDS`. Sent at once,
+    a settlement's round trip would be in flight when the caller's next request asks for its decision, which
+    then waited for both; deferred, the two share one round trip."""
 
     def __init__(self, client: RedisClient, outage: Outage):
         self._client = client
@@ -288,13 +296,17 @@ class TurnPipeline:
         self._serial = not isinstance(client, RedisCluster)  # one pipeline in flight on one held connection
         self._connection: Any = None
         self._busy = False
+        self._deferred: list[_Queued] = []
+        self._deferred_timer: asyncio.TimerHandle | None = None
 
-    def script(self, lua: str) -> Callable[[list[str], list[Any]], Awaitable[Any]]:
-        """A callable that runs `lua` by its SHA (loading it when a server does not know it yet)."""
+    def script(self, lua: str, *, deferred: bool = False) -> Callable[[list[str], list[Any]], Awaitable[Any]]:
+        """A callable that runs `lua` by its SHA (loading it when a server does not know it yet); `deferred`
+        for calls whose result nobody waits on soon (see the class)."""
         sha = hashlib.sha1(lua.encode()).hexdigest()
+        submit = self._submit_deferred if deferred else self._submit
 
         def call(keys: list[str], args: list[Any]) -> Awaitable[Any]:
-            return self._submit(lua, ("EVALSHA", sha, len(keys), *keys, *args))
+            return submit(lua, ("EVALSHA", sha, len(keys), *keys, *args))
 
         return call
 
@@ -312,9 +324,30 @@ class TurnPipeline:
             loop.call_soon(self._flush)
         return future
 
+    def _submit_deferred(self, lua: str | None, words: tuple[Any, ...]) -> Awaitable[Any]:
+        if self._outage.refusing():
+            raise Unavailable("redis is unavailable")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._deferred.append((lua, words, future))
+        if self._deferred_timer is None:
+            self._deferred_timer = loop.call_later(DEFER_SECONDS, self._flush_deferred)
+        return future
+
+    def _flush_deferred(self) -> None:
+        self._deferred_timer = None
+        if self._deferred:
+            self._queued[:0], self._deferred = self._deferred, []
+            self._flush()
+
     def _flush(self) -> None:
         if self._busy or not self._queued:
             return
+        if self._deferred:  # they ride along, ahead of what was asked after them
+            self._queued[:0], self._deferred = self._deferred, []
+            if self._deferred_timer is not None:
+                self._deferred_timer.cancel()
+                self._deferred_timer = None
         batch, self._queued = self._queued, []
         self._busy = self._serial
         task = asyncio.get_running_loop().create_task(self._send(batch))
@@ -400,6 +433,9 @@ class TurnPipeline:
             raise
 
     async def drain(self) -> None:
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._flush_deferred()
         while self._flushing:
             await asyncio.gather(*self._flushing, return_exceptions=True)
         if self._connection is not None and not isinstance(self._client, RedisCluster):

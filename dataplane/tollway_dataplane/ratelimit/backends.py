@@ -28,8 +28,9 @@ class ScriptFailed(Exception):
 class LimitBackend(Protocol):
     async def reserve(self, specs: tuple[LimitSpec, ...]) -> Decision: ...
 
-    async def adjust(self, adjustments: list[tuple[str, int, float]]) -> None:
-        """(key, delta units, period) for each limit to settle."""
+    async def adjust(self, adjustments: list[tuple[str, int, float]], *, waited_on: bool = True) -> None:
+        """(key, delta units, period) for each limit to settle; `waited_on` False when no answer waits on it
+        (a settlement after the answer), so a shared store may send it with its next round trip."""
         ...
 
     async def close(self) -> None: ...
@@ -55,7 +56,7 @@ class MemoryBackend:
         self._sweep(now)
         return decision
 
-    async def adjust(self, adjustments: list[tuple[str, int, float]]) -> None:
+    async def adjust(self, adjustments: list[tuple[str, int, float]], *, waited_on: bool = True) -> None:
         now = time.time()
         for key, delta, period in adjustments:
             self._tats[key] = settle(self._get(key, now), delta, period, now)
@@ -161,6 +162,7 @@ class RedisBackend:
         self._pipeline = TurnPipeline(self._client, self._outage)  # decisions of one loop turn leave together
         self._reserve = self._pipeline.script(RESERVE_LUA)
         self._adjust = self._pipeline.script(ADJUST_LUA)
+        self._settle = self._pipeline.script(ADJUST_LUA, deferred=True)
 
     async def _run(
         self, script: Callable[[list[str], list[Any]], Awaitable[Any]], keys: list[str], args: list[Any]
@@ -182,11 +184,12 @@ class RedisBackend:
         )
         return Decision(allowed=values[0] == 1, retry_after=values[1] / 1000, states=states)
 
-    async def adjust(self, adjustments: list[tuple[str, int, float]]) -> None:
+    async def adjust(self, adjustments: list[tuple[str, int, float]], *, waited_on: bool = True) -> None:
         args: list[object] = []
         for _, delta, period in adjustments:
             args += [min(max(delta, -MAX_UNITS), MAX_UNITS), repr(period)]
-        await self._run(self._adjust, [key for key, _, _ in adjustments], args)
+        script = self._adjust if waited_on else self._settle
+        await self._run(script, [key for key, _, _ in adjustments], args)
 
     async def close(self) -> None:
         await self._pipeline.drain()

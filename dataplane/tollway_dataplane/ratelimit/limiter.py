@@ -249,7 +249,9 @@ class RateLimiter:
             if not adjustments:
                 continue
             try:
-                await backend.adjust(adjustments)
+                # A settlement (the answer is out) rides with the next decision's round trip; a release (the
+                # request is refused) is sent at once, as its answer waits on it.
+                await backend.adjust(adjustments, waited_on=not forwarded)
             except BackendUnavailable:
                 log.debug("settlement skipped: limit state unreachable")
             except ScriptFailed as exc:
