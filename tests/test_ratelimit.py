@@ -10,9 +10,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import GatewayFactory, MockLLM, RedisServer, read_sse, spawn_gateway, write_crs
+from tollway_dataplane import redisconn
 from tollway_dataplane.ratelimit.backends import MemoryBackend, RedisBackend, ScriptFailed
 from tollway_dataplane.ratelimit.gcra import LimitSpec, decide, settle
-from tollway_dataplane import redisconn
 from tollway_dataplane.redisconn import RedisOptions
 
 CHAT = "/v1/chat/completions"
