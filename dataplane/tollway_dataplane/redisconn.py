@@ -303,10 +303,10 @@ class TurnPipeline:
         """A callable that runs `lua` by its SHA (loading it when a server does not know it yet); `deferred`
         for calls whose result nobody waits on soon (see the class)."""
         sha = hashlib.sha1(lua.encode()).hexdigest()
-        submit = self._submit_deferred if deferred else self._submit
+        submit = self._submit
 
         def call(keys: list[str], args: list[Any]) -> Awaitable[Any]:
-            return submit(lua, ("EVALSHA", sha, len(keys), *keys, *args))
+            return submit(lua, ("EVALSHA", sha, len(keys), *keys, *args), deferred=deferred)
 
         return call
 
@@ -314,24 +314,19 @@ class TurnPipeline:
         """One command (GET, SET, ...) in this turn's pipeline; its reply as hiredis parses it."""
         return self._submit(None, words)
 
-    def _submit(self, lua: str | None, words: tuple[Any, ...]) -> Awaitable[Any]:
+    def _submit(self, lua: str | None, words: tuple[Any, ...], *, deferred: bool = False) -> Awaitable[Any]:
         if self._outage.refusing():
             raise Unavailable("redis is unavailable")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if deferred:
+            self._deferred.append((lua, words, future))
+            if self._deferred_timer is None:
+                self._deferred_timer = loop.call_later(DEFER_SECONDS, self._flush_deferred)
+            return future
         self._queued.append((lua, words, future))
         if len(self._queued) == 1 and not self._busy:
             loop.call_soon(self._flush)
-        return future
-
-    def _submit_deferred(self, lua: str | None, words: tuple[Any, ...]) -> Awaitable[Any]:
-        if self._outage.refusing():
-            raise Unavailable("redis is unavailable")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._deferred.append((lua, words, future))
-        if self._deferred_timer is None:
-            self._deferred_timer = loop.call_later(DEFER_SECONDS, self._flush_deferred)
         return future
 
     def _flush_deferred(self) -> None:
