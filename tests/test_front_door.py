@@ -77,6 +77,16 @@ async def test_connection_close_and_http_1_0_end_the_connection_after_the_answer
         writer.close()
 
 
+async def test_an_http_1_0_caller_that_asks_for_keep_alive_is_told_it_holds(door: FrontDoor) -> None:
+    reader, writer = await _connect(door)
+    for path in ("/a", "/b"):
+        writer.write(f"GET {path} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".encode())
+        _, headers, body = await _answer(reader)
+        assert headers["connection"] == "keep-alive"
+        assert orjson.loads(body)["path"] == path
+    writer.close()
+
+
 async def test_expect_100_continue_gets_the_interim_answer_before_the_body_is_sent(door: FrontDoor) -> None:
     reader, writer = await _connect(door)
     writer.write(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
@@ -117,8 +127,7 @@ async def test_a_body_the_handler_did_not_read_ends_the_connection() -> None:
 async def test_a_handler_that_fails_after_its_stream_started_closes_the_connection_without_a_second_answer() -> None:
     async def breaks(request: Inbound) -> Answer:
         out = StreamResponse()
-        out.enable_chunked_encoding()
-        await out.prepare(request)
+        await out.prepare(request)  # chunked: the request is HTTP/1.1
         await out.write(b"data: 1\n\n")
         return Response(status=500, body=b"{}")  # what a dispatcher does when a bug surfaces mid-stream
 
@@ -214,9 +223,7 @@ async def test_a_disconnecting_caller_cancels_its_handler() -> None:
 
 
 def test_a_header_value_cannot_end_its_line_or_add_a_header() -> None:
-    head = encode_head(
-        200, {"x-tollway-model": "gpt\r\nSet-Cookie: a=b", "x-ok": "v"}, "application/json", "", close=False
-    )
+    head = encode_head(200, {"x-tollway-model": "gpt\r\nSet-Cookie: a=b", "x-ok": "v"}, "application/json", "", None)
     lines = head.decode().split("\r\n")
     assert "x-tollway-model: gpt  Set-Cookie: a=b" in lines
     assert not any(line.startswith("Set-Cookie") for line in lines)

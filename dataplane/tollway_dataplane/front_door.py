@@ -3,11 +3,11 @@
 The front door owns the wire; the handler (the gateway's dispatcher, or the metrics page) sees an `Inbound`
 request and returns an answer (`messages`). Requests are framed by llhttp through aiohttp's C parser, the same
 strict parser aiohttp's own server uses (request smuggling is its problem, solved there), but the connection,
-the request objects and the answers are the gateway's: aiohttp's server side cost more per request than the
-rest of the HTTP layer (a task per connection and one per request, a request object with lazy properties, a
-response multidict, a prepare signal, a keep-alive timer re-armed per request). Here one task serves the
-requests a connection has queued, in order (pipelining), an answer is one write, and idle connections are closed
-by one sweep per listener instead of a timer per request.
+the request objects and the answers are the gateway's: aiohttp's server side was about 15% of a request's CPU
+(a task per connection and one per request, a request object with lazy properties, a response multidict, a
+prepare signal). Here one task serves the requests a connection has queued, in order
+(pipelining), an answer is one write, and idle connections are closed by one sweep per listener instead of a
+timer per connection.
 
 What the parser rejects before any handler runs (an oversized or malformed header, a bad Content-Length,
 Content-Length together with Transfer-Encoding, bytes not allowed in the path, ...) is answered with error JSON
@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 import orjson
+from aiohttp import HttpVersion11
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import HttpRequestParser
 from aiohttp.http_exceptions import (
@@ -129,16 +130,17 @@ class _Rejected:
         self.exc = exc
 
 
-def rejection_answer(status: int, exc: BaseException | None) -> Response:
+def rejection_answer(status: int, exc: BaseException | None) -> tuple[Response, str]:
+    """The error JSON answer for what the parser refused or a handler raised, and its code (for the log)."""
     status, code, text = rejection(status, exc)
-    return Response(status=status, body=error_json(status, code, text))
+    return Response(status=status, body=error_json(status, code, text)), code
 
 
 class Connection(BaseProtocol):
     """One caller's connection: parses what arrives, queues whole request heads, serves them in order."""
 
     def __init__(self, door: FrontDoor):
-        loop = door.loop
+        loop = asyncio.get_running_loop()
         parser = HttpRequestParser(
             self,
             loop,
@@ -206,12 +208,10 @@ class Connection(BaseProtocol):
     # -- the requests --------------------------------------------------------------------------------------
 
     def closes_after(self, request: Inbound) -> bool:
-        return self._closing or self._door.draining or self._current_should_close
+        return self._closing or self._door.draining or request.should_close
 
     async def drain(self) -> None:
         await self._drain_helper()
-
-    _current_should_close = False
 
     def _wake(self) -> None:
         if self._task is None:
@@ -239,22 +239,24 @@ class Connection(BaseProtocol):
         transport = self.transport
         assert transport is not None
         if isinstance(message, _Rejected):
-            status, code, _ = rejection(400, message.exc)
-            log.info("rejected a malformed request", extra={"status": status, "code": code, "remote": self.remote})
-            transport.write(rejection_answer(400, message.exc).encode(close=True))
+            refusal, code = rejection_answer(400, message.exc)
+            log.info(
+                "rejected a malformed request", extra={"status": refusal.status, "code": code, "remote": self.remote}
+            )
+            transport.write(refusal.encode(connection="close"))
             return False
         assert payload is not None
-        self._current_should_close = message.should_close
-        if message.version >= (1, 1) and message.headers.get("Expect", "").lower() == "100-continue":
+        if message.version >= HttpVersion11 and message.headers.get("Expect", "").lower() == "100-continue":
             transport.write(_CONTINUE)
         request = Inbound(message, payload, self, self.remote)
+        answer: Answer
         try:
             answer = await self._door.handler(request)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.error("unhandled error serving a request", exc_info=exc)  # our own bug: keep the traceback
-            answer = rejection_answer(500, exc)
+            answer, _ = rejection_answer(500, exc)
         if self.transport is None:
             return False
         if request.started is not None and answer is not request.started:
@@ -264,13 +266,15 @@ class Connection(BaseProtocol):
         if isinstance(answer, StreamResponse):
             if not answer.prepared:
                 log.error("a handler returned a stream it never started")
-                self.transport.write(rejection_answer(500, None).encode(close=True))
+                self.transport.write(rejection_answer(500, None)[0].encode(connection="close"))
                 return False
             # A stream not written to its end is cut: only closing the connection tells the caller.
             return answer.ended and answer.chunked and not self.closes_after(request) and payload.is_eof()
         # A body the handler did not read to its end is still arriving: the connection cannot carry another.
         keep = not self.closes_after(request) and payload.is_eof()
-        self.transport.write(answer.encode(close=not keep, head_only=message.method == "HEAD"))
+        # HTTP/1.1 keeps a connection unless told; an HTTP/1.0 caller that asked for keep-alive is told it holds.
+        connection = ("keep-alive" if request.version < HttpVersion11 else None) if keep else "close"
+        self.transport.write(answer.encode(connection=connection, head_only=request.method == "HEAD"))
         return keep
 
     def _close(self) -> None:
@@ -295,11 +299,11 @@ class FrontDoor:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self.loop = asyncio.get_event_loop()
 
     async def start(self, host: str, port: int, *, backlog: int = 1024) -> int:
-        self.loop = asyncio.get_running_loop()
-        self._server = await self.loop.create_server(lambda: Connection(self), host, port, backlog=backlog)
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: Connection(self), host, port, backlog=backlog
+        )
         for sock in self._server.sockets:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 self.port = int(sock.getsockname()[1])
@@ -310,7 +314,7 @@ class FrontDoor:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(min(_SWEEP_SECONDS, self.keepalive_timeout))
-            now = self.loop.time()
+            now = asyncio.get_running_loop().time()
             for connection in list(self.connections):
                 connection.close_if_idle(now, self.keepalive_timeout)
 
@@ -319,8 +323,9 @@ class FrontDoor:
         self.draining = True
         if self._server is not None:
             self._server.close()
+        now = asyncio.get_running_loop().time()
         for connection in list(self.connections):
-            connection.close_if_idle(self.loop.time(), 0.0)
+            connection.close_if_idle(now, 0.0)
 
     async def close(self) -> None:
         """Stop listening and close every connection (what is in flight is cancelled)."""

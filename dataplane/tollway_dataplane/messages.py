@@ -1,8 +1,8 @@
 """The gateway's HTTP messages: the request a handler reads and the answers it hands back to the front door.
 
-These are the gateway's own types rather than aiohttp's `web.Request` and `web.Response`, because per request
-those cost more than the rest of the HTTP layer together: a request with lazy properties and its own dicts, a
-response with a multidict of headers, a prepare signal, a writer object and a serialiser call. Here a request is
+These are the gateway's own types rather than aiohttp's `web.Request` and `web.Response`, which are heavy for
+what the gateway uses of them: a request with lazy properties and its own dicts, a response with a multidict of
+headers, a prepare signal, a writer object and a serialiser call. Here a request is
 a few slots filled from the parser's message, and an answer's head (status line and headers) is one formatted
 string, written with the body in one `transport.write`, so a whole answer costs one system call.
 
@@ -51,13 +51,25 @@ class Inbound:
     """A request as the handler sees it: method, path (percent-decoded), version, headers, the peer's address,
     the body as a stream (`content`), and the connection's transport."""
 
-    __slots__ = ("content", "headers", "link", "method", "path", "remote", "started", "transport", "version")
+    __slots__ = (
+        "content",
+        "headers",
+        "link",
+        "method",
+        "path",
+        "remote",
+        "should_close",
+        "started",
+        "transport",
+        "version",
+    )
 
     def __init__(self, message: RawRequestMessage, payload: StreamReader, link: Link, remote: str | None):
         self.method = message.method
         self.path = message.url.path
         self.version = message.version
         self.headers: CIMultiDictProxy[str] = message.headers
+        self.should_close = message.should_close  # the caller asked for it (HTTP/1.0 without keep-alive, close)
         self.content = payload
         self.link = link
         self.transport = link.transport
@@ -89,31 +101,28 @@ class Response:
         self.headers = headers
         self.content_type = content_type
 
-    def encode(self, *, close: bool, head_only: bool = False) -> bytes:
-        """The answer on the wire; `head_only` for HEAD, whose answer declares the body it does not carry."""
+    def encode(self, *, connection: str | None, head_only: bool = False) -> bytes:
+        """The answer on the wire, with `connection` as its Connection header (None: none); `head_only` for HEAD,
+        whose answer declares the body it does not carry."""
         framing = f"Content-Length: {len(self.body)}\r\n"
-        head = encode_head(self.status, self.headers, self.content_type, framing, close=close)
+        head = encode_head(self.status, self.headers, self.content_type, framing, connection)
         return head if head_only else head + self.body
 
 
 class StreamResponse:
-    """An answer written as it is made. `prepare` fixes the head, the first `write` sends it with the first bytes;
-    after that the body may also be written straight to `transport` (in the framing `chunked` says)."""
+    """An answer written as it is made. `prepare` fixes the head and the framing (chunked on HTTP/1.1; HTTP/1.0
+    has no chunks, so there the body ends when the connection does); the first `write` sends the head with the
+    first bytes. After that the body may also be written straight to the transport, each piece `frame`d."""
 
-    __slots__ = ("_head", "_link", "chunked", "content_type", "ended", "headers", "status", "transport")
+    __slots__ = ("_head", "_link", "chunked", "ended", "headers", "status")
 
     def __init__(self, *, status: int = 200, headers: Mapping[str, str] | None = None):
         self.status = status
         self.headers = headers
-        self.content_type = EVENT_STREAM
         self.chunked = False
         self.ended = False  # the whole body is written: the connection can carry another request
-        self.transport: asyncio.Transport | None = None
         self._head: bytes | None = None
         self._link: Link | None = None
-
-    def enable_chunked_encoding(self) -> None:
-        self.chunked = True
 
     @property
     def prepared(self) -> bool:
@@ -122,44 +131,34 @@ class StreamResponse:
     async def prepare(self, request: Inbound) -> None:
         request.started = self
         link = self._link = request.link
-        self.transport = link.transport
-        if request.version < HttpVersion11:
-            self.chunked = False  # HTTP/1.0 has no chunks: the body ends when the connection does
+        self.chunked = request.version >= HttpVersion11
         close = not self.chunked or link.closes_after(request)
         framing = "Transfer-Encoding: chunked\r\n" if self.chunked else ""
-        self._head = encode_head(self.status, self.headers, self.content_type, framing, close=close)
+        self._head = encode_head(self.status, self.headers, EVENT_STREAM, framing, "close" if close else None)
+
+    def frame(self, data: bytes) -> bytes:
+        """A non-empty piece of the body in the response's framing."""
+        return b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data
 
     async def write(self, data: bytes) -> None:
+        await self._send(self.frame(data) if data else b"")
+
+    async def write_eof(self) -> None:
+        if not self.ended:
+            await self._send(b"0\r\n\r\n" if self.chunked else b"")  # the head too, if nothing was written yet
+            self.ended = True
+
+    async def _send(self, data: bytes) -> None:
         link = self._link
         assert link is not None, "write before prepare"
         transport = link.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the caller went away")
-        if data and self.chunked:
-            data = b"%x\r\n%b\r\n" % (len(data), data)
         if self._head is not None:
             data, self._head = self._head + data, None
         if data:
             transport.write(data)
             await link.drain()
-
-    async def write_eof(self) -> None:
-        if self.ended:
-            return
-        await self.write(b"")  # the head, if nothing was written yet
-        if self.chunked:
-            await self.write_raw(b"0\r\n\r\n")
-        self.ended = True
-
-    async def write_raw(self, data: bytes) -> None:
-        """Bytes already in the response's framing."""
-        link = self._link
-        assert link is not None and self._head is None
-        transport = link.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("the caller went away")
-        transport.write(data)
-        await link.drain()
 
 
 Answer = Response | StreamResponse
@@ -195,10 +194,11 @@ def _one_line(text: str) -> str:
 
 
 def encode_head(
-    status: int, headers: Mapping[str, str] | None, content_type: str | None, framing: str, *, close: bool
+    status: int, headers: Mapping[str, str] | None, content_type: str | None, framing: str, connection: str | None
 ) -> bytes:
-    """Status line and headers, with the framing header(s) given and `Connection: close` when the connection ends
-    after this answer. Framing and Date are the front door's alone: handlers never set them."""
+    """Status line and headers, with the framing header(s) given and the Connection header's value (`close` when
+    the connection ends after this answer). Framing, Date and Connection are the front door's alone: handlers
+    never set them."""
     lines = [_status_line(status), "Date: ", _date_header(), "\r\n"]
     if content_type is not None:
         lines += ("Content-Type: ", content_type, "\r\n")
@@ -209,7 +209,7 @@ def encode_head(
             text = "".join([f"{_one_line(name)}: {_one_line(value)}\r\n" for name, value in headers.items()])
         lines.append(text)
     lines.append(framing)
-    if close:
-        lines.append("Connection: close\r\n")
+    if connection is not None:
+        lines += ("Connection: ", connection, "\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("utf-8", "surrogateescape")

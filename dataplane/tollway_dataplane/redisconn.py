@@ -303,10 +303,9 @@ class TurnPipeline:
         """A callable that runs `lua` by its SHA (loading it when a server does not know it yet); `deferred`
         for calls whose result nobody waits on soon (see the class)."""
         sha = hashlib.sha1(lua.encode()).hexdigest()
-        submit = self._submit
 
         def call(keys: list[str], args: list[Any]) -> Awaitable[Any]:
-            return submit(lua, ("EVALSHA", sha, len(keys), *keys, *args), deferred=deferred)
+            return self._submit(lua, ("EVALSHA", sha, len(keys), *keys, *args), deferred=deferred)
 
         return call
 
@@ -330,19 +329,21 @@ class TurnPipeline:
         return future
 
     def _flush_deferred(self) -> None:
-        self._deferred_timer = None
+        self._take_deferred()
+        self._flush()
+
+    def _take_deferred(self) -> None:
+        """The deferred calls join the queue, ahead of what was asked after them."""
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
         if self._deferred:
             self._queued[:0], self._deferred = self._deferred, []
-            self._flush()
 
     def _flush(self) -> None:
         if self._busy or not self._queued:
             return
-        if self._deferred:  # they ride along, ahead of what was asked after them
-            self._queued[:0], self._deferred = self._deferred, []
-            if self._deferred_timer is not None:
-                self._deferred_timer.cancel()
-                self._deferred_timer = None
+        self._take_deferred()
         batch, self._queued = self._queued, []
         self._busy = self._serial
         task = asyncio.get_running_loop().create_task(self._send(batch))
@@ -428,9 +429,7 @@ class TurnPipeline:
             raise
 
     async def drain(self) -> None:
-        if self._deferred_timer is not None:
-            self._deferred_timer.cancel()
-            self._flush_deferred()
+        self._flush_deferred()
         while self._flushing:
             await asyncio.gather(*self._flushing, return_exceptions=True)
         if self._connection is not None and not isinstance(self._client, RedisCluster):

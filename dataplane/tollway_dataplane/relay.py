@@ -18,10 +18,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
-
-from aiohttp import HttpVersion11
 
 from . import h1, metrics
 from .answer import Answer, EventSource, StreamInterrupted
@@ -90,10 +88,7 @@ async def _stream(
     try:
         first = await chain.feed(source.first) if chain is not None else source.first
         out = StreamResponse(status=200, headers=headers)
-        chunked = request.version >= HttpVersion11  # HTTP/1.0 has no chunks: the body ends when the connection does
-        if chunked:
-            out.enable_chunked_encoding()
-        await out.prepare(request)
+        await out.prepare(request)  # the framing follows the request's version
         ctx.status = 200
         ctx.ttft = time.perf_counter() - ctx.started
         try:
@@ -101,7 +96,7 @@ async def _stream(
             if chain is not None and chain.ended:
                 complete = True  # a filter ended the stream on its first events, which are out
             elif isinstance(source, UpstreamStream) and request.transport is not None:
-                complete = await _pushed(out, source, request.transport, chain, chunked)
+                complete = await _pushed(out, source, request.transport, chain)
             else:
                 complete = await _relay(out, source, chain)
         except (StreamInterrupted, GatewayError) as exc:
@@ -174,20 +169,20 @@ class _Pusher:
     the translator and the filter chain (`feed_now`) straight to the caller's transport, in the response's framing,
     with no task switch. The relay's coroutine only waits for the end, or for a batch the chain must wait on."""
 
-    __slots__ = ("_chain", "_chunked", "_done", "_loop", "_paused", "_source", "_transport")
+    __slots__ = ("_chain", "_done", "_frame", "_loop", "_paused", "_source", "_transport")
 
     def __init__(
         self,
         source: Pushable,
         transport: asyncio.Transport,
         chain: FilterChain | None,
-        chunked: bool,
+        frame: Callable[[bytes], bytes],
         done: asyncio.Future[_Signal],
     ):
         self._source = source
         self._transport = transport
         self._chain = chain
-        self._chunked = chunked
+        self._frame = frame  # the response's framing (chunked or not)
         self._done = done
         self._loop = done.get_loop()
         self._paused = False
@@ -220,7 +215,7 @@ class _Pusher:
                 return
             events = out
         payload = events[0] if len(events) == 1 else b"".join(events)
-        transport.write(b"%x\r\n%b\r\n" % (len(payload), payload) if self._chunked else payload)
+        transport.write(self._frame(payload))
         if not self._paused and transport.get_write_buffer_size() > _HIGH_WATER:
             self._paused = True
             self._source.pause_reading()
@@ -258,10 +253,10 @@ class _Pusher:
 
 
 async def _pushed(
-    out: StreamResponse, source: Pushable, transport: asyncio.Transport, chain: FilterChain | None, chunked: bool
+    out: StreamResponse, source: Pushable, transport: asyncio.Transport, chain: FilterChain | None
 ) -> bool:
     done: asyncio.Future[_Signal] = asyncio.get_running_loop().create_future()
-    source.push(_Pusher(source, transport, chain, chunked, done))
+    source.push(_Pusher(source, transport, chain, out.frame, done))
     try:
         signal = await done
     except asyncio.CancelledError:
