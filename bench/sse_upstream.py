@@ -77,8 +77,32 @@ class Templates:
         return found
 
 
+class Wheel:
+    """Every stream's next chunk, by the millisecond it is due: one timer per millisecond that has chunks due,
+    not one per chunk. At 2,000 streams (40,000 chunks/s) a timer per chunk was a third of this process's time
+    and left the load core no headroom. A chunk leaves up to 1 ms after its slot; its send time is stamped when
+    it is written, so the gateway's jitter is measured exactly all the same."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.slots: dict[int, list[Stream]] = {}
+
+    def add(self, stream: Stream, due: float) -> None:
+        slot = int(due * 1000) + 1  # never early
+        waiting = self.slots.get(slot)
+        if waiting is None:
+            self.slots[slot] = [stream]
+            self.loop.call_at(slot / 1000, self._fire, slot)
+        else:
+            waiting.append(stream)
+
+    def _fire(self, slot: int) -> None:
+        for stream in self.slots.pop(slot, ()):
+            stream.tick()
+
+
 class Stream:
-    __slots__ = ("conn", "handle", "index", "interval", "n", "start", "tpl", "usage")
+    __slots__ = ("conn", "index", "interval", "n", "start", "tpl", "usage", "wheel")
 
     def __init__(self, conn: Conn, model: bytes, n: int, usage: bool, interval: float) -> None:
         self.conn = conn
@@ -87,13 +111,12 @@ class Stream:
         self.usage = usage
         self.interval = interval
         self.index = 0
-        self.handle: asyncio.TimerHandle | None = None
+        self.wheel = Conn.wheel_of(conn.loop)
         self.start = conn.loop.time()
 
     def tick(self) -> None:
-        self.handle = None
         conn = self.conn
-        if conn.closed:
+        if conn.closed or conn.stream is not self:
             return
         tpl = self.tpl
         self.index += 1
@@ -109,11 +132,18 @@ class Stream:
             conn.process()  # a pipelined request may be waiting
             return
         conn.transport.write(_chunk(body))
-        self.handle = conn.loop.call_at(self.start + self.index * self.interval, self.tick)
+        self.wheel.add(self, self.start + self.index * self.interval)
 
 
 class Conn(asyncio.Protocol):
     interval = 0.05
+    _wheel: Wheel | None = None
+
+    @classmethod
+    def wheel_of(cls, loop: asyncio.AbstractEventLoop) -> Wheel:
+        if cls._wheel is None:
+            cls._wheel = Wheel(loop)
+        return cls._wheel
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -127,9 +157,7 @@ class Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.stream is not None and self.stream.handle is not None:
-            self.stream.handle.cancel()
-        self.stream = None
+        self.stream = None  # its wheel slot finds the connection closed
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
