@@ -12,8 +12,8 @@ class EventSplitter:
         self._buffer = b""
 
     def feed(self, data: bytes) -> list[bytes]:
-        if not self._buffer and data.endswith(b"\n\n") and data.find(b"\n\n") == len(data) - 2 and b"\r" not in data:
-            return [data]  # the common case: one whole event per read
+        if not self._buffer and data.endswith(b"\n\n") and data.find(b"\n") == len(data) - 2 and data.find(b"\r") < 0:
+            return [data]  # the common case: one whole one-line event per read (one-byte finds are memchr)
         buffer = self._buffer + data if self._buffer else data
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")

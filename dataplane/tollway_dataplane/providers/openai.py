@@ -93,7 +93,7 @@ class OpenAIStream:
                     self._complete = True
                     break
         for event in events:
-            if (b'"usage":{' in event or b'"usage": {' in event) and self._take_usage(event):
+            if _has_object(event, b'"usage":') and self._take_usage(event):
                 if not self._wants_usage and self._usage_only:
                     events = [e for e in events if e is not event]
                 break
@@ -120,8 +120,33 @@ class OpenAIStream:
         return []
 
 
+# These run on every event of every stream, so each is one `find` of a long needle (it skips ahead by up to the
+# needle's length) rather than several `in` tests: `bytes.__contains__` first tries its argument as an integer and
+# builds a TypeError it then discards, and two-byte needles barely skip. Together a third of the translator's cost.
+
+
 def _ends_answer(event: bytes) -> bool:
-    return b"[DONE]" in event or b'"finish_reason":"' in event or b'"finish_reason": "' in event
+    """The event carries a finish reason (on any choice), or is the [DONE] marker."""
+    at = event.find(b'"finish_reason":')
+    if at < 0:
+        return event.find(b"[DONE]") >= 0  # a JSON chunk always names finish_reason, null or not
+    while at >= 0:
+        value = at + 16
+        if event[value : value + 1] == b'"' or event[value : value + 2] == b' "':
+            return True
+        at = event.find(b'"finish_reason":', value)
+    return False
+
+
+def _has_object(event: bytes, key: bytes) -> bool:
+    """`key` (with its colon) is followed by an object: `"usage":{` or `"usage": {`, not `"usage":null`."""
+    at = event.find(key)
+    while at >= 0:
+        value = at + len(key)
+        if event[value : value + 1] == b"{" or event[value : value + 2] == b" {":
+            return True
+        at = event.find(key, value)
+    return False
 
 
 class OpenAITranslator:
