@@ -120,6 +120,36 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One connection and the one request at a time it carries."""
 
+    # Slots: every chunk of every open stream reads a dozen of these, and thousands of connections are open.
+    __slots__ = (
+        "_body_mode",
+        "_buffer",
+        "_buffered",
+        "_chunk_state",
+        "_client",
+        "_deadline",
+        "_done",
+        "_error",
+        "_gap",
+        "_got_bytes",
+        "_head",
+        "_head_future",
+        "_held_back",
+        "_line",
+        "_pulling",
+        "_remaining",
+        "_reusable",
+        "_sink",
+        "_status",
+        "_total_deadline",
+        "_waiter",
+        "closed",
+        "idle_since",
+        "key",
+        "reused",
+        "transport",
+    )
+
     def __init__(self, client: Client, key: tuple[str, str, int]):
         self._client = client
         self.key = key
