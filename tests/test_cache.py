@@ -401,3 +401,36 @@ async def test_redis_down_means_misses_never_errors(
         assert body["choices"][0]["message"]["content"]
     errors = REGISTRY.get_sample_value("tollway_cache_lookups_total", {"route": "default/chat", "result": "error"})
     assert errors is not None and errors >= 1
+
+
+async def test_a_store_rides_ahead_of_the_next_lookup_in_one_round_trip(
+    redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tollway_dataplane import redisconn
+    from tollway_dataplane.stages.cache.redis_store import RedisStore
+
+    monkeypatch.setattr(redisconn, "DEFER_SECONDS", 0.5)  # long enough that a loaded machine cannot hit it early
+    client = redisconn.connect(redisconn.options_from_url(redis_server.url))
+    store = RedisStore(client, follow=False)
+    pipeline = store._pipeline
+    sent: list[int] = []
+    run = pipeline._run
+
+    async def counting(commands: list[tuple[object, ...]]) -> list[object]:
+        sent.append(len(commands))
+        return await run(commands)
+
+    pipeline._run = counting  # type: ignore[method-assign]
+    try:
+        storing = asyncio.create_task(store.put("k1", b"answer", 60.0))
+        await asyncio.sleep(0.05)
+        assert sent == []  # the answer went out; nobody waits on its store
+        assert await store.get("k1") == b"answer"  # the store went first, in the same pipeline
+        await storing
+        assert sent == [2]
+        sent.clear()
+        await store.put("k2", b"other", 60.0)  # alone: it leaves after a moment
+        assert sent == [1] and await store.get("k2") == b"other"
+    finally:
+        await store.close()
+        await client.aclose()

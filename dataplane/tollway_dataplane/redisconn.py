@@ -283,7 +283,8 @@ class TurnPipeline:
     commands one by one (concurrently), each routed by its key's slot, redirects followed. Each pipeline runs
     through the Outage guard as one call; each caller gets its own result or its own error reply.
 
-    A command nobody waits on (a limit's settlement after the answer went out) can be deferred: it leaves with
+    A command nobody waits on (a limit's settlement, a cache store, after the answer went out) can be deferred: it
+    leaves with
     the next pipeline, ahead of what that pipeline carries, or on its own after `DEFER_SECONDS`. Sent at once,
     a settlement's round trip would be in flight when the caller's next request asks for its decision, which
     then waited for both; deferred, the two share one round trip."""
@@ -309,9 +310,10 @@ class TurnPipeline:
 
         return call
 
-    def command(self, *words: Any) -> Awaitable[Any]:
-        """One command (GET, SET, ...) in this turn's pipeline; its reply as hiredis parses it."""
-        return self._submit(None, words)
+    def command(self, *words: Any, deferred: bool = False) -> Awaitable[Any]:
+        """One command (GET, SET, ...) in this turn's pipeline (`deferred`: see the class); its reply as hiredis
+        parses it."""
+        return self._submit(None, words, deferred=deferred)
 
     def _submit(self, lua: str | None, words: tuple[Any, ...], *, deferred: bool = False) -> Awaitable[Any]:
         if self._outage.refusing():

@@ -34,6 +34,11 @@ def _pack(partition: str, vector: Sequence[float]) -> bytes:
     return partition.encode() + b"\n" + struct.pack(f"<{len(vector)}f", *vector)
 
 
+def _insert(key: str, packed: bytes, expires: float) -> tuple[Any, ...]:
+    """The XADD that tells other replicas about a vector."""
+    return ("XADD", STREAM, "MAXLEN", "~", STREAM_LENGTH, "*", "k", key, "v", packed, "x", repr(expires))
+
+
 def _unpack(raw: bytes) -> tuple[str, tuple[float, ...]]:
     partition, _, packed = raw.partition(b"\n")
     return partition.decode(), struct.unpack(f"<{len(packed) // 4}f", packed[: len(packed) // 4 * 4])
@@ -51,9 +56,9 @@ class RedisStore:
         self._entries_written = 0
         self._bytes_written = 0
 
-    async def _command(self, *words: Any) -> Any:
+    async def _command(self, *words: Any, deferred: bool = False) -> Any:
         try:
-            return await self._pipeline.command(*words)
+            return await self._pipeline.command(*words, deferred=deferred)
         except Unavailable as exc:
             raise StoreUnavailable(str(exc)) from None
         except Exception as exc:  # an error reply or a client fault: this lookup misses, the caller never sees it
@@ -67,7 +72,9 @@ class RedisStore:
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
         self._start()
-        await self._command("SET", ENTRY + key, value, "PX", max(1, int(ttl * 1000)))
+        # Stored after the answer went out: it rides with the next lookup's round trip (ahead of it, so this
+        # replica reads its own writes) or leaves on its own a moment later.
+        await self._command("SET", ENTRY + key, value, "PX", max(1, int(ttl * 1000)), deferred=True)
         self._entries_written += 1
         self._bytes_written += len(value)
 
@@ -77,8 +84,8 @@ class RedisStore:
         self.index.add(partition, key, vector, expires)
         packed = _pack(partition, vector)
         await asyncio.gather(  # issued in the same turn: one pipeline, one round trip
-            self._command("SET", VECTOR + key, packed, "PX", max(1, int(ttl * 1000))),
-            self._command("XADD", STREAM, "MAXLEN", "~", STREAM_LENGTH, "*", "k", key, "v", packed, "x", repr(expires)),
+            self._command("SET", VECTOR + key, packed, "PX", max(1, int(ttl * 1000)), deferred=True),
+            self._command(*_insert(key, packed, expires), deferred=True),
         )
 
     async def nearest(self, partition: str, vector: Sequence[float]) -> Neighbour | None:
