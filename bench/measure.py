@@ -289,14 +289,21 @@ class Bench(Testbed):
             base = self.direct_rows.get("stream_steps_by_n", {}).get(n)
             gap = r["gap_jitter_ms"].get("p99")
             r["added_gap_p99_ms"] = round(gap - base["gap_jitter_ms"]["p99"], 3) if base and gap is not None else gap
+            judged = r["added_gap_p99_ms"]
+            base_p99 = base["gap_jitter_ms"].get("p99") if base else None
+            if base_p99 is not None and base_p99 >= STREAM_BUDGET_MS and gap is not None:
+                # The upstream and client alone were over the budget at this N (the load core saturated): no
+                # baseline to subtract, so the gateway is judged on its own jitter, never on a negative "added".
+                judged = gap
+                t.notes.append(f"{n} streams: the direct row's own p99 was {base_p99} ms; judged on this row's own p99")
             chunks = r["transit_ms"].get("n") or 0
             # CPU per chunk relayed: the gateway's CPU time over the step (opening the streams included) per chunk.
             r["cpu_us_per_chunk"] = round(r["cpu_s"] / chunks * 1e6, 1) if chunks else None
             r["ok"] = (
                 r["complete"] >= 0.99 * n
                 and r.get("peak_open", n) >= 0.99 * n  # a slow opening never counts as low jitter
-                and r["added_gap_p99_ms"] is not None
-                and r["added_gap_p99_ms"] < STREAM_BUDGET_MS
+                and judged is not None
+                and judged < STREAM_BUDGET_MS
             )
             steps.append(r)
             if r.get("peak_open", n) < n:
