@@ -333,3 +333,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+def count_pipelines(pipeline: Any) -> list[int]:
+    """Record how many commands each pipeline a `TurnPipeline` sends carries (its sends still go to Redis)."""
+    sent: list[int] = []
+    run = pipeline._run
+
+    async def counting(commands: list[tuple[object, ...]]) -> list[object]:
+        sent.append(len(commands))
+        result: list[object] = await run(commands)
+        return result
+
+    pipeline._run = counting
+    return sent

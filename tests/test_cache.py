@@ -406,6 +406,7 @@ async def test_redis_down_means_misses_never_errors(
 async def test_a_store_rides_ahead_of_the_next_lookup_in_one_round_trip(
     redis_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from conftest import count_pipelines
     from tollway_dataplane import redisconn
     from tollway_dataplane.stages.cache.redis_store import RedisStore
 
@@ -413,14 +414,7 @@ async def test_a_store_rides_ahead_of_the_next_lookup_in_one_round_trip(
     client = redisconn.connect(redisconn.options_from_url(redis_server.url))
     store = RedisStore(client, follow=False)
     pipeline = store._pipeline
-    sent: list[int] = []
-    run = pipeline._run
-
-    async def counting(commands: list[tuple[object, ...]]) -> list[object]:
-        sent.append(len(commands))
-        return await run(commands)
-
-    pipeline._run = counting  # type: ignore[method-assign]
+    sent = count_pipelines(pipeline)
     try:
         storing = asyncio.create_task(store.put("k1", b"answer", 60.0))
         await asyncio.sleep(0.05)

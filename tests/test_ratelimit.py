@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import GatewayFactory, MockLLM, RedisServer, read_sse, spawn_gateway, write_crs
+from conftest import GatewayFactory, MockLLM, RedisServer, count_pipelines, read_sse, spawn_gateway, write_crs
 from tollway_dataplane import redisconn
 from tollway_dataplane.ratelimit.backends import MemoryBackend, RedisBackend, ScriptFailed
 from tollway_dataplane.ratelimit.gcra import LimitSpec, decide, settle
@@ -134,14 +134,7 @@ async def test_a_settlement_rides_ahead_of_the_next_decision_in_one_round_trip(
     monkeypatch.setattr(redisconn, "DEFER_SECONDS", 0.5)  # long enough that a loaded machine cannot hit it early
     backend = RedisBackend(RedisOptions(redis_server.url))
     pipeline = backend._pipeline
-    sent: list[int] = []
-    run = pipeline._run
-
-    async def counting(commands: list[tuple[object, ...]]) -> list[object]:
-        sent.append(len(commands))
-        return await run(commands)
-
-    pipeline._run = counting  # type: ignore[method-assign]
+    sent = count_pipelines(pipeline)
     spec = LimitSpec("tollway:{s}:a", 100, 60.0, 100)
     try:
         await backend.adjust([(spec.key, -100, 0.6)])  # both scripts known to the server (a first use reloads)
