@@ -69,3 +69,11 @@ def test_usage_riding_on_a_content_chunk_is_kept() -> None:
     riding = chunk("stop", usage=usage)
     assert stream.feed(riding) == [riding]
     assert stream.state.usage is not None and stream.state.usage.output_tokens == 3
+
+
+def test_done_in_the_content_of_a_chunk_without_finish_reason_is_not_the_end() -> None:
+    stream = OpenAIStream(wants_usage=False)
+    stream.feed(event({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "[DONE]"}}]}))
+    assert not whole(stream)
+    stream.feed(b"event: done\ndata: [DONE]\n\n")  # the marker as its own event, whatever lines come with it
+    assert whole(stream)

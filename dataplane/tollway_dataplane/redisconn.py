@@ -283,11 +283,10 @@ class TurnPipeline:
     commands one by one (concurrently), each routed by its key's slot, redirects followed. Each pipeline runs
     through the Outage guard as one call; each caller gets its own result or its own error reply.
 
-    A command nobody waits on (a limit's settlement, a cache store, after the answer went out) can be deferred: it
-    leaves with
-    the next pipeline, ahead of what that pipeline carries, or on its own after `DEFER_SECONDS`. Sent at once,
-    a settlement's round trip would be in flight when the caller's next request asks for its decision, which
-    then waited for both; deferred, the two share one round trip."""
+    A command nobody waits on (a limit's settlement, a cache store, after the answer went out) can be deferred:
+    it leaves with the next pipeline, ahead of what that pipeline carries, or on its own after `DEFER_SECONDS`.
+    Sent at once, a settlement's round trip would be in flight when the caller's next request asks for its
+    decision, which then waited for both; deferred, the two share one round trip."""
 
     def __init__(self, client: RedisClient, outage: Outage):
         self._client = client

@@ -12,8 +12,12 @@ class EventSplitter:
         self._buffer = b""
 
     def feed(self, data: bytes) -> list[bytes]:
-        if not self._buffer and data.endswith(b"\n\n") and data.find(b"\n") == len(data) - 2 and data.find(b"\r") < 0:
-            return [data]  # the common case: one whole one-line event per read (one-byte finds are memchr)
+        if not self._buffer and data.endswith(b"\n\n") and data.find(b"\r") < 0:
+            # The common case: one whole event per read. A one-line event is told by a one-byte find (memchr);
+            # only an event of several lines (`event:` then `data:`) pays for the two-byte search.
+            last = len(data) - 2
+            if data.find(b"\n") == last or data.find(b"\n\n") == last:
+                return [data]
         buffer = self._buffer + data if self._buffer else data
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
