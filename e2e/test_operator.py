@@ -503,9 +503,19 @@ def test_a_burst_of_500_applies_becomes_a_handful_of_renders(stack: Stack):
     time.sleep(0.5)
     renders = stack.operator_renders()[before:]
     print(
-        f"\n[e2e] 500 creates in {burst:.1f}s -> {len(renders)} renders ({sum(r['msg'] == 'config written' for r in renders)} writes)"
+        f"\n[e2e] 500 creates in {burst:.1f}s -> {len(renders)} renders "
+        f"({sum(r['msg'] == 'config written' for r in renders)} writes): "
+        + ", ".join(f"{r['trigger']} {r['waited_seconds']}s {r['changes']} changes" for r in renders)
     )
-    assert 1 <= len(renders) <= 2 + burst / 2  # at most one per max_delay (2 s) plus the final one
+    # Each render waited for a quiet 0.2 s or for the 2 s maximum; a loaded host's API server pauses now and
+    # then, and a pause is a quiet moment, so the count depends on the host: what must hold is that no render
+    # came early and that renders absorbed the burst in batches, not one by one.
+    assert renders
+    for render in renders:
+        assert render["waited_seconds"] >= 0.19, render
+        assert render["trigger"] == "quiet" or render["waited_seconds"] >= 1.9, render
+    assert sum(r["changes"] for r in renders) >= 500
+    assert len(renders) <= 25  # 20 or more changes a render on average
     assert serves(stack, "mock-gpt", key="sk-burst00000")
 
 

@@ -300,10 +300,10 @@ def test_generated_keys_are_random_and_owned_by_the_consumer() -> None:
 async def test_a_burst_of_changes_becomes_a_handful_of_renders() -> None:
     options = OperatorOptions(namespaces=("ns",), debounce=0.05, max_delay=0.5, resync=0)
     controller = Controller(options, client=None)  # type: ignore[arg-type]
-    renders: list[float] = []
+    renders: list[tuple[str, float]] = []
 
-    async def render_once() -> None:
-        renders.append(time.monotonic())
+    async def render_once(*, trigger: str, waited: float) -> None:
+        renders.append((trigger, waited))
 
     async def nothing_listed() -> set[str]:
         return set()
@@ -325,6 +325,9 @@ async def test_a_burst_of_changes_becomes_a_handful_of_renders() -> None:
         task.cancel()
     assert 1 <= burst <= 6, renders
     assert len(renders) == burst
+    # Every render waited for a quiet moment or the whole maximum delay; the last one (after the burst) for quiet.
+    assert all(waited >= 0.05 and (trigger == "quiet" or waited >= 0.5) for trigger, waited in renders), renders
+    assert renders[-1][0] == "quiet", renders
 
 
 # -- the reloader's wake-up hook -----------------------------------------------------------------------------------
