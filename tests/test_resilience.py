@@ -295,3 +295,31 @@ async def test_idle_gap_mid_stream_ends_with_an_error_event(make_gateway: Gatewa
         payloads = await read_sse(response)
     error = json.loads(payloads[-1])["error"]
     assert error["code"] == "upstream_stream_interrupted" and "timed out" in error["message"]
+
+
+async def test_a_stuck_shutdown_step_is_named_and_the_rest_still_close(
+    make_gateway: GatewayFactory, mock_llm: MockLLM, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A release step that never finishes (a client library stuck on a dead peer) must not keep a stopping pod
+    alive: it is logged by name, and the steps after it (the metrics listener here) still run."""
+    from tollway_dataplane import server
+
+    handle = await make_gateway(resilient_crs(mock_llm.url))
+    running = handle.running
+    never = asyncio.Event()
+
+    async def stuck() -> None:
+        await never.wait()
+
+    monkeypatch.setattr(running.gateway, "stop", stuck)
+    monkeypatch.setattr(server, "CLOSE_SECONDS", 0.3)
+    metrics_url = f"http://127.0.0.1:{running.metrics_port}/metrics"
+    async with handle.session.get(metrics_url) as response:
+        assert response.status == 200
+    async with asyncio.timeout(5):
+        await running.close()
+    stuck_steps = [r for r in caplog.records if r.getMessage().startswith("shutdown step did not finish")]
+    assert [getattr(r, "step", None) for r in stuck_steps] == ["gateway"]
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with handle.session.get(metrics_url):
+            pass

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,6 +27,7 @@ from .stages.cache.redis_store import RedisStore
 from .stages.cache.store import CacheStore, MemoryStore
 
 log = logging.getLogger("tollway.server")
+CLOSE_SECONDS = 10.0  # for releasing everything once requests are done (after the grace period)
 
 
 @dataclass
@@ -103,18 +106,35 @@ class RunningGateway:
         await self.close()
 
     async def close(self) -> None:
+        """Release everything, in order; each step within what is left of `CLOSE_SECONDS`. A step that does not
+        finish (a Redis client stuck on a dead peer, a connection that never reports closed) is logged by name
+        and left behind, so a stopping pod exits and says why rather than hanging until it is killed."""
         if accesslog.sink is not None and isinstance(accesslog.sink, accesslog.BufferedSink):
             accesslog.sink.flush()
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("config watcher", self._stop_watcher),
+            ("gateway listener", self._door.close),
+            ("gateway", self.gateway.stop),
+        ]
+        if self._metrics_door is not None:
+            steps.append(("metrics listener", self._metrics_door.close))
+        if self._redis is not None:
+            steps.append(("redis client", self._redis.aclose))
+        deadline = time.monotonic() + CLOSE_SECONDS
+        for name, step in steps:
+            # A late step still gets a moment: one stuck step must not take the others' turn.
+            allowed = max(deadline - time.monotonic(), 0.5)
+            try:
+                async with asyncio.timeout(allowed):
+                    await step()
+            except TimeoutError:
+                log.error("shutdown step did not finish; going on without it", extra={"step": name, "seconds": allowed})
+
+    async def _stop_watcher(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        await self._door.close()
-        await self.gateway.stop()
-        if self._metrics_door is not None:
-            await self._metrics_door.close()
-        if self._redis is not None:
-            await self._redis.aclose()
 
 
 def _limit_backend(options: ServerOptions, redis: RedisClient | None) -> LimitBackend:
@@ -168,8 +188,28 @@ async def serve(source: ConfigSource, options: ServerOptions) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await running.drain_and_stop()
+    await _stop_leftover_tasks(seconds=2.0)
     log.info("stopped")
     return 0
+
+
+async def _stop_leftover_tasks(*, seconds: float) -> None:
+    """Cancel what still runs (the runner would too, but wait for ever on a task that swallows its cancellation,
+    as a client library's blocking call sometimes does); one that will not stop is named and the process exits
+    without it."""
+    this = asyncio.current_task()
+    leftover = [task for task in asyncio.all_tasks() if task is not this]
+    for task in leftover:
+        task.cancel()
+    if not leftover:
+        return
+    _, pending = await asyncio.wait(leftover, timeout=seconds)
+    if pending:
+        log.error(
+            "tasks did not stop; exiting without them", extra={"tasks": sorted(t.get_name() for t in pending)[:20]}
+        )
+        logging.shutdown()
+        os._exit(0)
 
 
 def run(source: ConfigSource, options: ServerOptions) -> int:
