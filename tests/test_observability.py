@@ -213,6 +213,28 @@ def test_consumer_label_guard() -> None:
         ConsumerLabel("sometimes")
 
 
+def test_metric_children_are_looked_up_once_and_count_without_locks() -> None:
+    """The lock-free values and the child cache change the cost of an update, not what a scrape shows."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from tollway_dataplane import metrics
+
+    registry = CollectorRegistry()
+    counter = Counter("t_things", "Things.", ("route", "kind"), registry=registry)
+    latency = Histogram("t_seconds", "Seconds.", ("route",), buckets=(0.1, 1.0), registry=registry)
+    child = metrics.child(counter, "r", "a")
+    assert metrics.child(counter, "r", "a") is child and metrics.child(counter, "r", "b") is not child
+    assert isinstance(child._value, metrics._LoopValue)
+    for _ in range(3):
+        metrics.child(counter, "r", "a").inc()
+    metrics.child(counter, "r", "b").inc(2.5)
+    for seconds in (0.05, 0.5, 5.0):
+        metrics.child(latency, "r").observe(seconds)
+    text = generate_latest(registry).decode()
+    assert 't_things_total{kind="a",route="r"} 3.0' in text and 't_things_total{kind="b",route="r"} 2.5' in text
+    assert 't_seconds_bucket{le="0.1",route="r"} 1.0' in text and 't_seconds_bucket{le="1.0",route="r"} 2.0' in text
+    assert 't_seconds_count{route="r"} 3.0' in text and 't_seconds_sum{route="r"} 5.55' in text
+
+
 def _exported_names() -> set[str]:
     """Every series name the registry can expose, whether or not a labelled child exists yet."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "info": ("_info",)}

@@ -8,13 +8,46 @@ from collections.abc import Callable, Iterable, Iterator
 from fnmatch import translate
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from tollway_contract.model import Route
 
 from .context import RequestContext
 from .routing import is_glob, literal_prefix
+
+
+class _LoopValue:
+    """A metric's number without prometheus_client's per-value lock. The data plane changes its metrics only on
+    its event loop's thread (scrapes are served there too; the config watcher's threads touch none), so the lock
+    guards nothing, and it was most of each update's cost: a counter's `inc` 1.0 -> 0.3 us, a histogram's
+    `observe` 1.6 -> 0.6 us, some twenty of them per request on a guarded, cached route."""
+
+    _multiprocess = False
+    __slots__ = ("_exemplar", "_value")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._value = 0.0
+        self._exemplar: Any = None
+
+    def inc(self, amount: float) -> None:
+        self._value += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self._value = value
+
+    def set_exemplar(self, exemplar: Any) -> None:
+        self._exemplar = exemplar
+
+    def get(self) -> float:
+        return self._value
+
+    def get_exemplar(self) -> Any:
+        return self._exemplar
+
+
+if values.ValueClass is values.MutexValue:  # multiprocess mode (PROMETHEUS_MULTIPROC_DIR) keeps its own
+    values.ValueClass = _LoopValue
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -434,6 +467,21 @@ def _series_for(route: str, model: str, consumer: str, pool: str) -> _Series:
             _series.clear()
         series = _series[key] = _Series(route, model, consumer, pool)
     return series
+
+
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """A metric's labelled child, looked up once: `labels()` costs more than the update it leads to (its lock,
+    its validation), and a stage's counters see the same few label sets on every request."""
+    key = (id(metric), labels)
+    found = _children.get(key)
+    if found is None:
+        if len(_children) > 50_000:  # bounded by the consumer label's cardinality guard in practice
+            _children.clear()
+        found = _children[key] = metric.labels(*labels)
+    return found
 
 
 def observe(ctx: RequestContext) -> None:

@@ -112,7 +112,8 @@ class CacheStage:
         started = time.perf_counter()
         if control.lookup:
             reply = await self._lookup(call, exchange, lookup, control)
-            metrics.CACHE_LOOKUP_SECONDS.labels(exchange.route, config.mode).observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            metrics.child(metrics.CACHE_LOOKUP_SECONDS, exchange.route, config.mode).observe(seconds)
             if reply is not None:
                 return Step(reply=reply)
             if config.coalesce:
@@ -217,7 +218,7 @@ class CacheStage:
     def _result(self, exchange: Exchange, result: str, step: Step | None) -> Step:
         exchange.response_headers[HEADER] = result
         exchange.notes["cache"] = {"result": result, "mode": self.config.mode}
-        metrics.CACHE_LOOKUPS.labels(exchange.route, result.replace("-", "_")).inc()
+        metrics.child(metrics.CACHE_LOOKUPS, exchange.route, result.replace("-", "_")).inc()
         return step or CONTINUE
 
     # -- storing ---------------------------------------------------------------------------------------------
@@ -240,7 +241,7 @@ class CacheStage:
         except StoreUnavailable:
             metrics.CACHE_STORES.labels(route, "error").inc()
             return
-        metrics.CACHE_STORES.labels(route, "stored").inc()
+        metrics.child(metrics.CACHE_STORES, route, "stored").inc()
 
     async def compare(self, shadow: Entry, real_text: str, route: str) -> None:
         """Shadow mode: would the semantic hit have been right?"""
@@ -330,7 +331,7 @@ class CacheFilter(PassFilter):
             )
             _spawn(stage.store(self._lookup, entry, route))
         else:
-            metrics.CACHE_STORES.labels(route, reason).inc()
+            metrics.child(metrics.CACHE_STORES, route, reason).inc()
         shadow = self._lookup.shadow
         if shadow is not None and complete:
             _spawn(stage.compare(shadow, answer_text(self._body, events), route))

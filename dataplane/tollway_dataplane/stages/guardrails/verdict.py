@@ -61,18 +61,21 @@ class Effect:
     message: str | None = None
 
 
+_PASSED = Effect(PASS, ())  # what almost every check comes to: made once
+
+
 def effect_of(checker: Checker, result: Result, failure_policy: str) -> Effect:
     if result.error is not None:
         if checker.action != "audit" and failure_policy == "closed":
             return Effect(BLOCK, (ERROR_CATEGORY,))
-        return Effect(PASS, ())
+        return _PASSED
     if checker.action == "audit":
-        return Effect(AUDIT if result.categories else PASS, result.categories)
+        return Effect(AUDIT, result.categories) if result.categories else _PASSED
     if result.texts is not None:  # a rewrite (a rules mask, a webhook intervening)
         return Effect(MASK, result.categories or ("intervened",), texts=result.texts)
     if result.categories:  # found something it cannot rewrite: a block, whether its action is block or mask
         return Effect(BLOCK, result.categories, message=result.message)
-    return Effect(PASS, ())
+    return _PASSED
 
 
 @dataclass(slots=True)
@@ -112,10 +115,10 @@ class Ledger:
             entry.categories.setdefault(category)
         if result.error is not None:
             entry.errors.setdefault(result.error)
-            metrics.GUARDRAIL_ERRORS.labels(self._route, checker.name, direction, result.error).inc()
+            metrics.child(metrics.GUARDRAIL_ERRORS, self._route, checker.name, direction, result.error).inc()
         if result.detail:
             entry.detail = result.detail[:200]
-        _child(metrics.GUARDRAIL_CHECK_SECONDS, (self._route, checker.name, direction)).observe(elapsed)
+        metrics.child(metrics.GUARDRAIL_CHECK_SECONDS, self._route, checker.name, direction).observe(elapsed)
         if _WEIGHT[effect.action] > _WEIGHT[self._summary["action"]]:
             self._summary["action"] = effect.action
             if effect.action == BLOCK:
@@ -139,22 +142,8 @@ class Ledger:
                 continue
             for category in entry.categories or ("",):
                 labels = (self._route, consumer, entry.checker, direction, category, entry.action)
-                _child(metrics.GUARDRAIL_VERDICTS, labels).inc()
+                metrics.child(metrics.GUARDRAIL_VERDICTS, *labels).inc()
         self._summary["checks"] = [_plain(e) if isinstance(e, _Entry) else e for e in self._summary["checks"]]
-
-
-_children: dict[tuple[int, tuple[str, ...]], Any] = {}
-
-
-def _child(metric: Any, labels: tuple[str, ...]) -> Any:
-    """A metric's labelled child, looked up once (a `labels` call per verdict is most of a rules check's cost)."""
-    key = (id(metric), labels)
-    child = _children.get(key)
-    if child is None:
-        if len(_children) > 50_000:  # bounded by the consumer label's cardinality guard in practice
-            _children.clear()
-        child = _children[key] = metric.labels(*labels)
-    return child
 
 
 def _plain(entry: _Entry) -> dict[str, Any]:
