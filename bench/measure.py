@@ -77,20 +77,26 @@ class Bench(Testbed):
         return out
 
     def compare_clients(self, rounds: int) -> dict[str, Any]:
-        """Both gateways up at once, measured in turns (A, B, A, B, ...) at 32 connections: on a shared machine,
-        interleaving spreads other processes' load over both, so the medians compare the clients, not the
-        moment. Per turn: req/s and the gateway's CPU time per request."""
+        """redis-py against the hand-written RESP client, in turns (see `in_turns`)."""
         current = self.start_tollway()
         baseline = self.start_tollway_resp()
-        turns: dict[str, list[dict[str, Any]]] = {"redis-py": [], "resp": []}
+        return self.in_turns({"redis-py": current, "resp": baseline}, rounds)
+
+    def in_turns(self, targets: dict[str, Target], rounds: int) -> dict[str, Any]:
+        """Gateways up at once, measured in turns (A, B, A, B, ...) at 32 connections for 4 s each: on a shared
+        machine whose speed drifts by the minute, interleaving spreads the drift over all of them, so the medians
+        compare the code, not the moment. Per turn: req/s and the gateway's CPU time per request. Stops them."""
+        turns: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
         try:
-            for t in (current, baseline):
+            for t in targets.values():
+                assert t.json is not None
                 self.wrk(t.json, 32, 2)  # warm-up
             for _ in range(rounds):
-                for name, t in (("redis-py", current), ("resp", baseline)):
+                for name, t in targets.items():
+                    assert t.json is not None
                     turns[name].append(self.wrk(t.json, 32, 4))
         finally:
-            for t in (current, baseline):
+            for t in targets.values():
                 if t.proc is not None:
                     PROCS.stop(t.proc)
 
@@ -102,7 +108,8 @@ class Bench(Testbed):
             name: {"rps": median(name, "rps"), "cpu_us_per_request": median(name, "cpu_us_per_request")}
             for name in turns
         }
-        return {"baseline": baseline.label, "rounds": rounds, "turns": turns, "median": summary}
+        labels = {name: t.label for name, t in targets.items()}
+        return {"labels": labels, "rounds": rounds, "turns": turns, "median": summary}
 
     def wrk(self, ep: Endpoint, connections: int, seconds: int, limit: int = 0) -> dict[str, Any]:
         script = self.tmp / f"wrk-{connections}-{limit}.lua"

@@ -188,6 +188,22 @@ def print_limiter_comparison(
             )
 
 
+def print_before_after(compared: list[dict[str, Any]]) -> None:
+    """--before: each row against its before row, measured in turns."""
+    for c in compared:
+        name = c["row"]
+        if "median" not in c:
+            print(f"\n{name} against {name}-before in turns: FAILED: {c.get('error')}")
+            continue
+        now, then = c["median"][name], c["median"][f"{name}-before"]
+        cpu_now, cpu_then = now["cpu_us_per_request"], then["cpu_us_per_request"]
+        print(
+            f"\n{c['labels'][name]} against {c['labels'][f'{name}-before']}, in turns at 32 connections (median of "
+            f"{c['rounds']}): {now['rps']:,.0f} vs {then['rps']:,.0f} req/s ({now['rps'] / then['rps'] - 1:+.1%}), "
+            f"{cpu_now:.0f} vs {cpu_then:.0f} us CPU/request ({cpu_now / cpu_then - 1:+.1%})"
+        )
+
+
 def print_report(doc: dict[str, Any], result_path: Path) -> None:
     """The table and the lines under it, the separate measurements' reports, the limiter comparison, the chart."""
     rows, upstream, wall = doc["rows"], doc["upstream_capacity"], doc["wall_seconds"]
@@ -219,6 +235,7 @@ def print_report(doc: dict[str, Any], result_path: Path) -> None:
     if "error" not in guardrail_figures:
         print("\n" + guardrails.report(guardrail_figures))
     print_limiter_comparison(rows, decisions, compared)
+    print_before_after(doc.get("before_after_in_turns") or [])
     print("\n" + (websearch.report(search) if "rows" in search else f"web search: FAILED: {search['error']}"))
     png = chart(result_path)
     print(f"\nresults: {result_path.relative_to(REPO)}" + (f", chart: {png.relative_to(REPO)}" if png else ""))

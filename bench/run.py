@@ -141,6 +141,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
             compared = bench.compare_clients(3 if args.quick else 6)
         except Exception as exc:
             compared = {"error": f"{type(exc).__name__}: {exc}"[:400]}
+    before_after = before_after_in_turns(bench, wanted, args.quick) if args.before else []
     search = web_search_overhead(args.quick)
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -161,6 +162,7 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
         "rows": rows,
         "limiter_decisions": decisions,
         "clients_in_turns": compared,
+        "before_after_in_turns": before_after,
         "upstream_capacity": upstream,
         "guardrails": guardrail_figures,
         "wall_seconds": wall,
@@ -171,6 +173,32 @@ def run_bench(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
 
     print_report(doc, result_path)
     return 0
+
+
+def before_after_in_turns(bench: Bench, wanted: list[str], quick: bool) -> list[dict[str, Any]]:
+    """With --before: each row and its before row once more, both up, measured in turns (the rows above ran
+    minutes apart, and this host's speed drifts more than most changes move the figures)."""
+    out: list[dict[str, Any]] = []
+    for name in ("tollway", "tollway-stages"):
+        if name not in wanted or f"{name}-before" not in wanted:
+            continue
+        say(f"=== {name} and {name}-before in turns ===")
+        try:
+            targets = {}
+            for row in (name, f"{name}-before"):
+                targets[row] = getattr(bench, f"start_{row.replace('-', '_')}")()
+            compared = bench.in_turns(targets, 4 if quick else 8)
+        except Exception as exc:
+            compared = {"error": f"{type(exc).__name__}: {exc}"[:400]}
+        compared["row"] = name
+        out.append(compared)
+        if "median" in compared:
+            now, then = compared["median"][name], compared["median"][f"{name}-before"]
+            say(
+                f"[{name}] in turns, medians: {now['rps']:.0f} vs {then['rps']:.0f} req/s, "
+                f"{now['cpu_us_per_request']:.0f} vs {then['cpu_us_per_request']:.0f} us CPU per request (before)"
+            )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
