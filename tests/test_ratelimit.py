@@ -10,10 +10,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import GatewayFactory, MockLLM, RedisServer, count_pipelines, read_sse, spawn_gateway, write_crs
+from redis import exceptions as rexc
+from tollway_contract.model import Limit, RateLimit
 from tollway_dataplane import redisconn
 from tollway_dataplane.ratelimit.backends import MemoryBackend, RedisBackend, ScriptFailed
 from tollway_dataplane.ratelimit.gcra import LimitSpec, decide, settle
+from tollway_dataplane.ratelimit.limiter import RateLimiter, RequestFacts
 from tollway_dataplane.redisconn import RedisOptions
+from tollway_dataplane.usage import Usage
 
 CHAT = "/v1/chat/completions"
 # 11 characters of content -> an input estimate of 3 tokens; with max_tokens 7 each request reserves 10.
@@ -155,6 +159,63 @@ async def test_a_settlement_rides_ahead_of_the_next_decision_in_one_round_trip(
         sent.clear()
         await backend.adjust([(spec.key, -100, 0.6)])  # a release: its answer waits on it, so at once
         assert sent == [1]
+    finally:
+        await backend.close()
+
+
+async def test_a_turn_pipeline_gives_each_caller_its_own_reply(redis_server: RedisServer) -> None:
+    """Replies read straight from the held connection's parser: a value larger than one socket read, an error
+    reply in the middle (that caller's alone), nil and integers, and the connection in step afterwards."""
+    client = redisconn.connect(RedisOptions(redis_server.url))
+    pipeline = redisconn.TurnPipeline(client, redisconn.Outage("test"))
+    big = bytes(range(256)) * 8192  # 2 MiB: many reads of the socket
+    try:
+        sent = count_pipelines(pipeline)
+        replies = await asyncio.gather(
+            pipeline.command("SET", "big", big),
+            pipeline.command("GET", "big"),
+            pipeline.command("LPUSH", "list", "x"),
+            pipeline.command("GET", "list"),  # WRONGTYPE: an error reply for this caller only
+            pipeline.command("GET", "missing"),
+            pipeline.command("INCRBY", "n", 41),
+            return_exceptions=True,
+        )
+        assert sent == [6]
+        assert replies[0] in (True, b"OK") and replies[1] == big and replies[2] == 1
+        assert isinstance(replies[3], rexc.ResponseError) and "WRONGTYPE" in str(replies[3])
+        assert replies[4] is None and replies[5] == 41
+        assert await pipeline.command("INCR", "n") == 42  # the same connection, still in step
+    finally:
+        await pipeline.drain()
+        await client.aclose()
+
+
+async def test_settlements_of_one_turn_are_summed_into_one_call_per_hash_tag(redis_server: RedisServer) -> None:
+    backend = RedisBackend(RedisOptions(redis_server.url))
+    limiter = RateLimiter(backend)
+    tokens = RateLimit("tokens", ("r",), limits=(Limit(window=60.0, tokens=1000),))
+    requests = RateLimit("requests", ("r",), limits=(Limit(window=60.0, requests=100),))
+    facts = {
+        name: RequestFacts(name, "h", "r", "m", "127.0.0.1", {}, input_estimate=40, output_estimate=60)
+        for name in ("alice", "bob")
+    }
+    try:
+        alice = [await limiter.reserve((tokens, requests), facts["alice"]) for _ in range(3)]
+        bob = await limiter.reserve((tokens,), facts["bob"])
+        await backend.adjust([("tollway:{warm-up}:t", 0, 1.0)])  # the server knows the script from here on
+        assert alice[-1].headers["x-ratelimit-remaining-tokens"] == "700"
+        sent = count_pipelines(backend._pipeline)
+        for reservation, used in zip(alice, (10, 20, 130), strict=True):  # refunds 90 and 80, charges 30 more
+            limiter.settle_soon(reservation, Usage(input_tokens=used, output_tokens=0))
+        limiter.settle_soon(bob, Usage(input_tokens=100, output_tokens=0))  # exactly the estimate: nothing to send
+        await limiter.drain()
+        await backend._pipeline.drain()
+        # One script call for alice's token key: the request counts stand (each forwarded request counts one),
+        # bob's settlement changes nothing.
+        assert sum(sent) == 1, sent
+        after = await limiter.reserve((tokens, requests), facts["alice"])
+        assert after.headers["x-ratelimit-remaining-tokens"] == str(1000 - 160 - 100)
+        assert after.headers["x-ratelimit-remaining-requests"] == str(100 - 4)
     finally:
         await backend.close()
 

@@ -33,6 +33,14 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
 
+try:  # redis-py's hiredis parser, read directly on the held connection (see _read_replies)
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+    from redis._parsers.hiredis import _AsyncHiredisParser
+
+    _HiredisParser: tuple[type, ...] = (_AsyncHiredisParser,)
+except ImportError:  # another layout: the reply-by-reply path
+    _NOT_ENOUGH_DATA, _HiredisParser = object(), ()
+
 log = logging.getLogger("tollway.redis")
 
 T = TypeVar("T")
@@ -397,8 +405,8 @@ class TurnPipeline:
         return await self._on_held_connection(self._client, commands)
 
     async def _on_held_connection(self, client: aioredis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """The pipeline packed by hiredis in one write on the held connection, each reply read in order under
-        one deadline (the socket timeout): the same exchange as redis-py's pipeline. Any failure gives the
+        """The pipeline packed by hiredis in one write on the held connection, the write and the replies (in
+        order) under one deadline (the socket timeout): the same exchange as redis-py's pipeline. Any failure gives the
         connection back to the pool (redis-py has closed it on a connection error), and the next pipeline takes
         a fresh one."""
         payload = b"".join(hiredis.pack_command(words) for words in commands)
@@ -408,21 +416,15 @@ class TurnPipeline:
         connection = self._connection
         try:
             try:
-                await connection.send_packed_command(payload)
-            except rexc.ConnectionError:  # an idle connection the server closed: once more on a fresh one
-                await connection.disconnect()
-                await connection.send_packed_command(payload)
-            results: list[Any] = []
-            try:
                 async with asyncio.timeout(connection.socket_timeout):
-                    for _ in commands:
-                        try:
-                            results.append(await connection.read_response(timeout=math.inf))
-                        except rexc.ResponseError as exc:  # this command's error reply; the connection stays in step
-                            results.append(exc)
+                    try:
+                        await _write(connection, payload)
+                    except rexc.ConnectionError:  # an idle connection the server closed: once more on a fresh one
+                        await connection.disconnect()
+                        await _write(connection, payload)
+                    return await _read_replies(connection, len(commands))
             except TimeoutError:
-                raise rexc.TimeoutError("Timeout reading from redis") from None
-            return results
+                raise rexc.TimeoutError("Timeout talking to redis") from None
         except BaseException:
             self._connection = None
             await connection.disconnect()  # replies may still be on their way: never reuse it
@@ -436,6 +438,62 @@ class TurnPipeline:
         if self._connection is not None and not isinstance(self._client, RedisCluster):
             connection, self._connection = self._connection, None
             await self._client.connection_pool.release(connection)
+
+
+async def _write(connection: Any, payload: bytes) -> None:
+    """redis-py's send_packed_command without its task per write (asyncio.wait_for makes one on Python 3.11):
+    the caller's deadline covers the write. A connection not yet open, or another redis-py, takes redis-py's way."""
+    writer = getattr(connection, "_writer", None)
+    if not _HiredisParser or writer is None or not connection.is_connected:
+        await connection.send_packed_command(payload)
+        return
+    if connection.health_check_interval and asyncio.get_running_loop().time() > connection.next_health_check:
+        await connection.check_health()
+    try:
+        writer.write(payload)
+        await writer.drain()
+    except OSError as exc:
+        await connection.disconnect(nowait=True)
+        raise rexc.ConnectionError(f"Error while writing to redis: {exc}") from exc
+    except BaseException:
+        await connection.disconnect(nowait=True)  # part of the pipeline may have left: never reuse it
+        raise
+
+
+async def _read_replies(connection: Any, count: int) -> list[Any]:
+    """`count` replies in order, an error reply as its exception. With hiredis (RESP2), straight from the
+    connection's hiredis reader: redis-py's per-reply path (a timeout context, its error text formatted in
+    advance, two coroutines) cost more than the parsing. Otherwise, or on another redis-py, reply by reply."""
+    parser = connection._parser
+    reader: Any = getattr(parser, "_reader", None)
+    direct = (
+        isinstance(parser, _HiredisParser)
+        and isinstance(reader, hiredis.Reader)
+        and getattr(connection, "protocol", 2) in (2, "2", None)  # RESP3 may interleave push messages
+    )
+    if direct:
+        results: list[Any] = []
+        while len(results) < count:
+            reply = reader.gets()
+            if reply is _NOT_ENOUGH_DATA:
+                try:
+                    await parser.read_from_socket()
+                except OSError as exc:
+                    raise rexc.ConnectionError(f"Error while reading from redis: {exc}") from exc
+                continue
+            if isinstance(reply, rexc.ConnectionError):
+                raise reply
+            results.append(reply)
+        if connection.health_check_interval:
+            connection.next_health_check = asyncio.get_running_loop().time() + connection.health_check_interval
+        return results
+    results = []
+    for _ in range(count):
+        try:
+            results.append(await connection.read_response(timeout=math.inf))
+        except rexc.ResponseError as exc:  # this command's error reply; the connection stays in step
+            results.append(exc)
+    return results
 
 
 async def _routed(client: RedisCluster, words: tuple[Any, ...]) -> Any:

@@ -15,6 +15,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tollway_contract.model import USD_UNITS, Limit, Price, RateLimit
 
@@ -51,6 +52,7 @@ class Held:
     reserved: int
     period: float
     price: Price | None = None  # money budgets: the ceiling, used when the served model has no price
+    tag: str = ""  # the decision's hash tag: keys with the same tag live in one Redis Cluster slot
 
 
 @dataclass(slots=True)
@@ -162,7 +164,8 @@ class RateLimiter:
                     key=f"tollway:{tag}:{kind}:{limit.window:g}", amount=amount, window=limit.window, cost=cost
                 )
                 specs.append(spec)
-                held.append(Held(spec.key, limit, cost, spec.period, facts.price if limit.usd is not None else None))
+                price = facts.price if limit.usd is not None else None
+                held.append(Held(spec.key, limit, cost, spec.period, price, tag))
             try:
                 decision = await self.backend.reserve(tuple(specs))
             except BackendUnavailable:
@@ -224,7 +227,8 @@ class RateLimiter:
     def settle_soon(self, reservation: Reservation, usage: Usage | None, cost: float | None = None) -> None:
         """Charge the real usage (refund or top up the estimate) without holding up the response; `cost` is
         the request's price in USD when the serving pool prices its model. Settlements of one event-loop turn
-        share one task."""
+        share one task, and their changes to one key are summed into one (one script call per hash tag): a
+        busy consumer's settlements cost the store one call a turn, not one per request."""
         self._queued.append((reservation, usage, cost))
         if len(self._queued) == 1:
             task = asyncio.get_running_loop().create_task(self._settle_queued())
@@ -233,7 +237,28 @@ class RateLimiter:
 
     async def _settle_queued(self) -> None:
         queued, self._queued = self._queued, []
-        await asyncio.gather(*(self._adjust(r, u, forwarded=True, cost=c) for r, u, c in queued))
+        # (backend, hash tag) -> key -> [summed delta, period]. The order of one turn's settlements is arbitrary
+        # anyway; their sum is what the requests used together.
+        merged: dict[tuple[LimitBackend, str], dict[str, list[Any]]] = {}
+        for reservation, usage, cost in queued:
+            for backend, held in reservation.held:
+                for h in held:
+                    delta = clamp_delta(_settled_units(h, usage, cost, True) - h.reserved, h.limit.amount)
+                    if delta:
+                        group = merged.setdefault((backend, h.tag), {})
+                        known = group.get(h.key)
+                        if known is None:
+                            group[h.key] = [delta, h.period]
+                        else:
+                            known[0] += delta
+        sends = [
+            _send(backend, [(key, delta, period) for key, (delta, period) in group.items() if delta], False)
+            for (backend, _), group in merged.items()
+        ]
+        if len(sends) == 1:
+            await sends[0]  # the usual turn: one consumer's limit (gather would make a task for it)
+        elif sends:
+            await asyncio.gather(*sends)
 
     async def _adjust(
         self, reservation: Reservation, usage: Usage | None, *, forwarded: bool, cost: float | None = None
@@ -246,20 +271,24 @@ class RateLimiter:
                 delta = clamp_delta(_settled_units(h, usage, cost, forwarded) - h.reserved, h.limit.amount)
                 if delta:
                     adjustments.append((h.key, delta, h.period))
-            if not adjustments:
-                continue
-            try:
-                # A settlement (the answer is out) rides with the next decision's round trip; a release (the
-                # request is refused) is sent at once, as its answer waits on it.
-                await backend.adjust(adjustments, waited_on=not forwarded)
-            except BackendUnavailable:
-                log.debug("settlement skipped: limit state unreachable")
-            except ScriptFailed as exc:
-                log.error("settlement failed", extra={"error": str(exc)})
+            # A settlement (the answer is out) rides with the next decision's round trip; a release (the request
+            # is refused) is sent at once, as its answer waits on it.
+            await _send(backend, adjustments, not forwarded)
 
     async def drain(self) -> None:
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
+
+
+async def _send(backend: LimitBackend, adjustments: list[tuple[str, int, float]], waited_on: bool) -> None:
+    if not adjustments:
+        return
+    try:
+        await backend.adjust(adjustments, waited_on=waited_on)
+    except BackendUnavailable:
+        log.debug("settlement skipped: limit state unreachable")
+    except ScriptFailed as exc:
+        log.error("settlement failed", extra={"error": str(exc)})
 
 
 def _format_usd(micro: int) -> str:
