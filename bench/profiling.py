@@ -1,11 +1,14 @@
 """The profile mode (`--profile`): Tollway alone under py-spy while wrk drives 32 connections (or, with
 `--profile-streams N`, while it relays N concurrent streams), and the summary of its collapsed stacks (self time,
-Tollway's inclusive time, self time per component)."""
+Tollway's inclusive time, self time per component). When `perf` is installed, one more pass under `perf record`
+splits the process's CPU by where it runs: the kernel (sockets, loopback delivery), the Python interpreter,
+uvloop's C, the C extensions; py-spy cannot tell a Python frame's own work from the system calls it makes."""
 
 from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -71,11 +74,7 @@ def run_profile(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
         )
         PROCS.children.append(("py-spy", spy))
         time.sleep(0.5)
-        if args.profile_streams:
-            print(f"     {_streams(bench, target, args.profile_streams, seconds)} under the profiler")
-        else:
-            r = bench.wrk(target.json, 32, seconds)
-            print(f"     {r['rps']:.0f} req/s under the profiler (p99 {r['p99_ms']:.1f} ms)")
+        print(f"     {_load(bench, target, args.profile_streams, seconds)[0]} under the profiler")
         try:
             spy_out, _ = spy.communicate(timeout=seconds + 30)
         finally:
@@ -84,10 +83,11 @@ def run_profile(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
             say(f"py-spy produced no output: {spy_out.decode(errors='replace')[-400:]}")
             return 1
         outputs.append(out)
+    split = _perf_split(bench, target, args.profile_streams, seconds, tmp)
     PROCS.stop(target.proc)
     state = code_state()
     load = f"{args.profile_streams} streams" if args.profile_streams else "32 connections"
-    report = profile_report(outputs[0], expected=200 * seconds, load=load)
+    report = profile_report(outputs[0], expected=200 * seconds, load=load) + "\n" + split
     report = (
         f"code at {state.get('head', '?')}"
         + (f" + uncommitted changes in {', '.join(state['uncommitted'])}" if state.get("uncommitted") else "")
@@ -104,8 +104,13 @@ def run_profile(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
     return 0
 
 
-def _streams(bench: Bench, target: Target, streams: int, seconds: int) -> str:
-    """`streams` concurrent streams, opened over 2 s, each long enough to outlast the sampling."""
+def _load(bench: Bench, target: Target, streams: int, seconds: int) -> tuple[str, float | None, str]:
+    """The profiled load: wrk at 32 connections, or `streams` concurrent streams (opened over 2 s, each long
+    enough to outlast the sampling). What it did, the gateway's CPU per unit (us) and the unit."""
+    if not streams:
+        assert target.json is not None
+        w = bench.wrk(target.json, 32, seconds)
+        return f"{w['rps']:.0f} req/s (p99 {w['p99_ms']:.1f} ms)", w.get("cpu_us_per_request"), "request"
     assert target.stream is not None
     chunks = (seconds + 4) * 20  # 20 chunks a second
     r = bench.streamload(
@@ -115,8 +120,61 @@ def _streams(bench: Bench, target: Target, streams: int, seconds: int) -> str:
         seconds + 35,
     )
     chunks_relayed = r["transit_ms"].get("n") or 0
-    per_chunk = f"{r['cpu_s'] / chunks_relayed * 1e6:.1f} us/chunk" if chunks_relayed else "no chunks"
-    return f"{r['complete']}/{streams} streams complete, {per_chunk}, errors {r['errors'] or 0}"
+    per_chunk = r["cpu_s"] / chunks_relayed * 1e6 if chunks_relayed else None
+    shown = f"{per_chunk:.1f} us/chunk" if per_chunk is not None else "no chunks"
+    return f"{r['complete']}/{streams} streams complete, {shown}, errors {r['errors'] or 0}", per_chunk, "chunk"
+
+
+# perf's shared objects, grouped: what a share of the process's CPU is spent on.
+_DSO_GROUPS = (
+    ("[kernel", "kernel (system calls, TCP, loopback delivery)"),
+    ("libpython", "Python interpreter (Tollway and the libraries' Python code)"),
+    ("uvloop", "uvloop (libuv's loop, transports)"),
+    ("loop.cpython", "uvloop (libuv's loop, transports)"),
+    ("python3.", "Python interpreter (Tollway and the libraries' Python code)"),  # a statically linked one
+    ("libc.so", "libc (memory, copies)"),
+    ("libm.so", "libc (memory, copies)"),
+)
+
+
+def _perf_split(bench: Bench, target: Target, streams: int, seconds: int, tmp: Path) -> str:
+    """One more pass of the same load under `perf record` (every thread, 1 kHz), summed by shared object."""
+    perf = shutil.which("perf")
+    if perf is None:
+        return "no perf here (Debian: linux-perf): no split between the kernel and the interpreter"
+    assert target.proc is not None
+    data = tmp / "perf.data"
+    say(f"perf record for {seconds}s under the same load (CPU by kernel, interpreter, C extensions)")
+    command = [perf, "record", "-F", "1000", "-p", str(target.proc.pid), "-o", str(data), "--", "sleep", str(seconds)]
+    record = subprocess.Popen(
+        ["taskset", "-c", str(LOAD_CORE), *command],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    PROCS.children.append(("perf", record))
+    time.sleep(0.5)
+    text, per_unit, unit = _load(bench, target, streams, seconds)
+    try:
+        _, err = record.communicate(timeout=seconds + 30)
+    finally:
+        PROCS.stop(record)
+    report = subprocess.run(
+        [perf, "report", "-i", str(data), "--sort", "dso", "--stdio", "-q"], capture_output=True, text=True
+    )
+    shares: dict[str, float] = {}
+    for line in report.stdout.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\S.*)$", line)
+        if m:
+            name = next((g for marker, g in _DSO_GROUPS if marker in m.group(2)), "C extensions and other")
+            shares[name] = shares.get(name, 0.0) + float(m.group(1))
+    if not shares:
+        return f"perf gave no samples: {(err or b'').decode(errors='replace')[-300:] or report.stderr[-300:]}"
+    lines = [f"CPU of the whole process by where it runs (perf, {text}):"]
+    for name, share in sorted(shares.items(), key=lambda kv: -kv[1]):
+        cost = f" = {share / 100 * per_unit:5.1f} us a {unit}" if per_unit else ""
+        lines.append(f"  {share:5.1f}%{cost}  {name}")
+    return "\n".join(lines)
 
 
 def profile_report(collapsed: Path, expected: int, top: int = 25, load: str = "32 connections") -> str:
