@@ -67,10 +67,22 @@ def _base_python() -> str:
     )
 
 
+def _same_base(venv: Path) -> bool:
+    """Whether `venv` was made from the interpreter behind the project's venv: a peer in Python (LiteLLM) runs on
+    the same interpreter as Tollway, or the comparison measures the interpreters."""
+    try:
+        cfg = (venv / "pyvenv.cfg").read_text()
+    except OSError:
+        return False
+    homes = [line.partition("=")[2].strip() for line in cfg.splitlines() if line.partition("=")[0].strip() == "home"]
+    base = os.path.dirname(_base_python())
+    return bool(homes) and os.path.realpath(homes[0]) == os.path.realpath(base)
+
+
 def _venv(path: Path, packages: list[str], label: str, timeout: float) -> Path:
     stamp = path / (".bench-ok-" + "-".join(p.replace("/", "_") for p in packages).replace(" ", ""))
     python = path / "bin" / "python"
-    if stamp.exists() and python.exists():
+    if stamp.exists() and python.exists() and _same_base(path):
         return python
     _say(f"installing {label} into {path} (first run only; log: {path}.log)")
     log = Path(str(path) + ".log")
