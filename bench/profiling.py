@@ -66,19 +66,8 @@ def run_profile(args: argparse.Namespace, plan: Plan, tmp: Path) -> int:
             cmd.append("--nolineno")
         if args.nonblocking:
             cmd.append("--nonblocking")
-        spy = subprocess.Popen(
-            ["taskset", "-c", str(LOAD_CORE), *cmd],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        PROCS.children.append(("py-spy", spy))
-        time.sleep(0.5)
-        print(f"     {_load(bench, target, args.profile_streams, seconds)[0]} under the profiler")
-        try:
-            spy_out, _ = spy.communicate(timeout=seconds + 30)
-        finally:
-            PROCS.stop(spy)
+        (text, _, _), spy_out = _sampled("py-spy", cmd, bench, target, args.profile_streams, seconds)
+        print(f"     {text} under the profiler")
         if not out.exists():
             say(f"py-spy produced no output: {spy_out.decode(errors='replace')[-400:]}")
             return 1
@@ -125,6 +114,27 @@ def _load(bench: Bench, target: Target, streams: int, seconds: int) -> tuple[str
     return f"{r['complete']}/{streams} streams complete, {shown}, errors {r['errors'] or 0}", per_chunk, "chunk"
 
 
+def _sampled(
+    name: str, command: list[str], bench: Bench, target: Target, streams: int, seconds: int
+) -> tuple[tuple[str, float | None, str], bytes]:
+    """The profiled load run while `command` (a sampler attached to Tollway, on the load core) records: what the
+    load did (see `_load`) and the sampler's output."""
+    sampler = subprocess.Popen(
+        ["taskset", "-c", str(LOAD_CORE), *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    PROCS.children.append((name, sampler))
+    time.sleep(0.5)
+    load = _load(bench, target, streams, seconds)
+    try:
+        output, _ = sampler.communicate(timeout=seconds + 30)
+    finally:
+        PROCS.stop(sampler)
+    return load, output or b""
+
+
 # perf's shared objects, grouped: what a share of the process's CPU is spent on.
 _DSO_GROUPS = (
     ("[kernel", "kernel (system calls, TCP, loopback delivery)"),
@@ -146,19 +156,7 @@ def _perf_split(bench: Bench, target: Target, streams: int, seconds: int, tmp: P
     data = tmp / "perf.data"
     say(f"perf record for {seconds}s under the same load (CPU by kernel, interpreter, C extensions)")
     command = [perf, "record", "-F", "1000", "-p", str(target.proc.pid), "-o", str(data), "--", "sleep", str(seconds)]
-    record = subprocess.Popen(
-        ["taskset", "-c", str(LOAD_CORE), *command],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    PROCS.children.append(("perf", record))
-    time.sleep(0.5)
-    text, per_unit, unit = _load(bench, target, streams, seconds)
-    try:
-        _, err = record.communicate(timeout=seconds + 30)
-    finally:
-        PROCS.stop(record)
+    (text, per_unit, unit), err = _sampled("perf", command, bench, target, streams, seconds)
     report = subprocess.run(
         [perf, "report", "-i", str(data), "--sort", "dso", "--stdio", "-q"], capture_output=True, text=True
     )
@@ -169,7 +167,7 @@ def _perf_split(bench: Bench, target: Target, streams: int, seconds: int, tmp: P
             name = next((g for marker, g in _DSO_GROUPS if marker in m.group(2)), "C extensions and other")
             shares[name] = shares.get(name, 0.0) + float(m.group(1))
     if not shares:
-        return f"perf gave no samples: {(err or b'').decode(errors='replace')[-300:] or report.stderr[-300:]}"
+        return f"perf gave no samples: {err.decode(errors='replace')[-300:] or report.stderr[-300:]}"
     lines = [f"CPU of the whole process by where it runs (perf, {text}):"]
     for name, share in sorted(shares.items(), key=lambda kv: -kv[1]):
         cost = f" = {share / 100 * per_unit:5.1f} us a {unit}" if per_unit else ""

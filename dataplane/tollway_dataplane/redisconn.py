@@ -442,9 +442,10 @@ class TurnPipeline:
 
 async def _write(connection: Any, payload: bytes) -> None:
     """redis-py's send_packed_command without its task per write (asyncio.wait_for makes one on Python 3.11):
-    the caller's deadline covers the write. A connection not yet open, or another redis-py, takes redis-py's way."""
+    the caller's deadline covers the write. A connection not yet open, or a redis-py without a stream writer on
+    its connections, takes redis-py's way."""
     writer = getattr(connection, "_writer", None)
-    if not _HiredisParser or writer is None or not connection.is_connected:
+    if writer is None or not connection.is_connected:
         await connection.send_packed_command(payload)
         return
     if connection.health_check_interval and asyncio.get_running_loop().time() > connection.next_health_check:

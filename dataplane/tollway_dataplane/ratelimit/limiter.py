@@ -128,6 +128,11 @@ def _settled_units(held: Held, usage: Usage | None, cost: float | None, forwarde
     return held.reserved
 
 
+def _delta(held: Held, usage: Usage | None, cost: float | None, *, forwarded: bool) -> int:
+    """What settling a held share changes: its real use minus what was reserved, clamped."""
+    return clamp_delta(_settled_units(held, usage, cost, forwarded) - held.reserved, held.limit.amount)
+
+
 _State = tuple[int, int, float]  # (amount, remaining, reset seconds) of the tightest limit of a kind
 
 
@@ -243,7 +248,7 @@ class RateLimiter:
         for reservation, usage, cost in queued:
             for backend, held in reservation.held:
                 for h in held:
-                    delta = clamp_delta(_settled_units(h, usage, cost, True) - h.reserved, h.limit.amount)
+                    delta = _delta(h, usage, cost, forwarded=True)
                     if delta:
                         group = merged.setdefault((backend, h.tag), {})
                         known = group.get(h.key)
@@ -268,7 +273,7 @@ class RateLimiter:
         for backend, held in reservation.held:
             adjustments = []
             for h in held:
-                delta = clamp_delta(_settled_units(h, usage, cost, forwarded) - h.reserved, h.limit.amount)
+                delta = _delta(h, usage, cost, forwarded=forwarded)
                 if delta:
                     adjustments.append((h.key, delta, h.period))
             # A settlement (the answer is out) rides with the next decision's round trip; a release (the request
