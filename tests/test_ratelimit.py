@@ -163,13 +163,21 @@ async def test_a_settlement_rides_ahead_of_the_next_decision_in_one_round_trip(
         await backend.close()
 
 
-async def test_a_turn_pipeline_gives_each_caller_its_own_reply(redis_server: RedisServer) -> None:
+async def test_a_turn_pipeline_gives_each_caller_its_own_reply(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Replies read straight from the held connection's parser: a value larger than one socket read, an error
     reply in the middle (that caller's alone), nil and integers, and the connection in step afterwards."""
+
+    async def per_reply(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a reply was read through redis-py's per-reply path")
+
     client = redisconn.connect(RedisOptions(redis_server.url))
     pipeline = redisconn.TurnPipeline(client, redisconn.Outage("test"))
     big = bytes(range(256)) * 8192  # 2 MiB: many reads of the socket
     try:
+        await pipeline.command("PING")  # connected (the handshake's replies are redis-py's to read)
+        monkeypatch.setattr(type(client.connection_pool.make_connection()), "read_response", per_reply)
         sent = count_pipelines(pipeline)
         replies = await asyncio.gather(
             pipeline.command("SET", "big", big),

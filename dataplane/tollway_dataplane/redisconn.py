@@ -166,6 +166,10 @@ def connect(options: RedisOptions) -> RedisClient:
         # One quick retry on a fresh connection covers a server that closed an idle one or a failover that
         # moved the master; longer outages are the Outage guard's business, not a per-request wait.
         "retry": Retry(NoBackoff(), 1),
+        # RESP2, said outright: redis-py 8 speaks RESP3 unless told, which costs a HELLO per connection, is
+        # refused by servers older than 6 and by some proxies, and gives the gateway nothing (no client-side
+        # caching, no pub/sub here). The held connection's replies are read straight from hiredis on RESP2 only.
+        "protocol": 2,
     }
     if options.tls:
         common |= {"ssl": True, "ssl_ca_certs": options.ca_file, "ssl_certfile": options.client_cert}
@@ -422,7 +426,7 @@ class TurnPipeline:
                     except rexc.ConnectionError:  # an idle connection the server closed: once more on a fresh one
                         await connection.disconnect()
                         await _write(connection, payload)
-                    return await _read_replies(connection, len(commands))
+                    replies = await _read_replies(connection, len(commands))
             except TimeoutError:
                 raise rexc.TimeoutError("Timeout talking to redis") from None
         except BaseException:
@@ -430,6 +434,14 @@ class TurnPipeline:
             await connection.disconnect()  # replies may still be on their way: never reuse it
             await pool.release(connection)
             raise
+        if any(isinstance(reply, rexc.ResponseError) and is_outage(reply) for reply in replies):
+            # A server that says it cannot serve (a demoted master's READONLY, LOADING, ...): the connection is
+            # in step but may point at the wrong server, so the next pipeline takes a fresh one (which asks the
+            # sentinels where the master is now), as redis-py's own reply path does for READONLY.
+            self._connection = None
+            await connection.disconnect()
+            await pool.release(connection)
+        return replies
 
     async def drain(self) -> None:
         self._flush_deferred()
