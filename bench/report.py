@@ -113,6 +113,23 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def load_bound_steps(rows: list[dict[str, Any]]) -> list[str]:
+    """The stream steps the direct row (the load generator straight at the upstream, both on the load core)
+    failed by itself: there the load core, not a gateway, sets the jitter, so no row's result at that step
+    measures a gateway, and a target at that step cannot be judged in this run."""
+    direct = next((r for r in rows if r["name"] == "direct" and not r.get("error")), None)
+    out = []
+    for step in (direct or {}).get("stream_steps", []):
+        if not step.get("ok"):
+            out.append(
+                f"{step['streams']} streams: the direct row itself failed this step (gap jitter p99 "
+                f"{step['gap_jitter_ms'].get('p99')} ms, peak open {step.get('peak_open')}, first chunk p99 "
+                f"{step['ttft_ms'].get('p99')} ms): the load core cannot drive it on this machine, so no row's "
+                "result at this step measures its gateway"
+            )
+    return out
+
+
 def chart(result_path: Path) -> Path | None:
     try:
         python = peers.tools()
@@ -232,6 +249,8 @@ def print_report(doc: dict[str, Any], result_path: Path) -> None:
     for r in rows:
         for note in r.get("notes", []):
             print(f"  {r['name']}: {note}")
+    for line in load_bound_steps(rows):
+        print(f"  {line}")
     if "error" not in guardrail_figures:
         print("\n" + guardrails.report(guardrail_figures))
     print_limiter_comparison(rows, decisions, compared)
