@@ -54,7 +54,10 @@ class NativeBody:
     untranslatable: GatewayError | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Made on every request, like the other per-request records (facts, attempts, limit specs and states):
+# not frozen, by convention never changed. A frozen dataclass's __init__ sets each field through
+# object.__setattr__, 4.5x the cost of a plain one (855 vs 189 ns for nine fields).
+@dataclass(slots=True)
 class Call:
     endpoint: str  # CHAT | COMPLETIONS | EMBEDDINGS
     body: dict[str, Any]  # the chat (or completions, embeddings) body

@@ -16,7 +16,8 @@ from tollway_contract.model import Route, Rule
 _CACHE_LIMIT = 10_000
 
 
-@dataclass(frozen=True, slots=True)
+# Made on every request: not frozen (see Call)
+@dataclass(slots=True)
 class Match:
     route: Route
     rule: Rule

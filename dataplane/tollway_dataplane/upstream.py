@@ -59,7 +59,8 @@ class Failure:
         return str(error.status) if error is not None and self.reason != "unsupported" else self.reason
 
 
-@dataclass(frozen=True, slots=True)
+# Made on every request: not frozen (see Call)
+@dataclass(slots=True)
 class Attempt:
     """One try: a pool, one of its keys (None: a keyless pool), the model name to send, the timeouts that apply,
     and for a pool with endpoints the endpoint picked for it."""

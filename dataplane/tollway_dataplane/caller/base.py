@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from .responses_store import ResponseStore
 
 
-@dataclass(frozen=True, slots=True)
+# Made on every request: not frozen (see Call)
+@dataclass(slots=True)
 class CallerContext:
     """What a protocol may use while it takes a request in."""
 
@@ -35,7 +36,8 @@ class CallerContext:
     headers: Mapping[str, str] = field(default_factory=dict)  # the caller's request headers
 
 
-@dataclass(frozen=True, slots=True)
+# Made on every request: not frozen (see Call)
+@dataclass(slots=True)
 class Intake:
     """A caller's request as the gateway takes it in."""
 

@@ -32,7 +32,8 @@ def clamp_delta(delta: int, amount: int) -> int:
     return min(max(delta, -amount), amount * MAX_DEBT_WINDOWS, MAX_UNITS)
 
 
-@dataclass(frozen=True, slots=True)
+# Made on every request: not frozen (see Call)
+@dataclass(slots=True)
 class LimitSpec:
     key: str
     amount: int  # units per window
@@ -44,13 +45,15 @@ class LimitSpec:
         return self.window / self.amount
 
 
-@dataclass(frozen=True, slots=True)
+# Made on every request: not frozen (see Call)
+@dataclass(slots=True)
 class LimitState:
     remaining: int  # units still available after this decision
     reset: float  # seconds until the budget is full again
 
 
-@dataclass(frozen=True, slots=True)
+# Made on every request: not frozen (see Call)
+@dataclass(slots=True)
 class Decision:
     allowed: bool
     retry_after: float  # seconds, when not allowed

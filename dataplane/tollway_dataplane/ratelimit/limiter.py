@@ -28,7 +28,8 @@ from .gcra import Decision, LimitSpec, clamp_cost, clamp_delta
 log = logging.getLogger("tollway.ratelimit")
 
 
-@dataclass(frozen=True, slots=True)
+# Made on every request: not frozen (see Call)
+@dataclass(slots=True)
 class RequestFacts:
     """What a limit key can be made of, for one request."""
 
