@@ -177,7 +177,7 @@ async def test_a_turn_pipeline_gives_each_caller_its_own_reply(
     big = bytes(range(256)) * 8192  # 2 MiB: many reads of the socket
     try:
         await pipeline.command("PING")  # connected (the handshake's replies are redis-py's to read)
-        monkeypatch.setattr(type(client.connection_pool.make_connection()), "read_response", per_reply)
+        monkeypatch.setattr(client.connection_pool.connection_class, "read_response", per_reply)
         sent = count_pipelines(pipeline)
         replies = await asyncio.gather(
             pipeline.command("SET", "big", big),

@@ -34,6 +34,9 @@ def test_sentinel_url_and_flags() -> None:
         (rexc.ClusterDownError("CLUSTERDOWN"), True),
         (rexc.ResponseError("NOREPLICAS Not enough good replicas to write."), True),
         (rexc.ResponseError("READONLY You can't write against a read only replica."), True),
+        # What redis-py's parsers make of those replies: the code becomes the class and leaves the text.
+        (rexc.ReadOnlyError("You can't write against a read only replica."), True),
+        (rexc.BusyLoadingError("Redis is loading the dataset in memory"), True),
         (rexc.ResponseError("ERR invalid expire time in 'set' command"), False),
         (rexc.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), False),
     ],

@@ -201,6 +201,8 @@ def connect(options: RedisOptions) -> RedisClient:
 def is_outage(exc: BaseException) -> bool:
     """True when Redis could not serve (down, unreachable, too slow, failing over); False for an error reply
     caused by the command itself (a script error, a wrong type), which says nothing about availability."""
+    if isinstance(exc, rexc.ReadOnlyError):
+        return True  # a demoted master: redis-py takes the READONLY code off the text
     if isinstance(exc, rexc.ResponseError) and not isinstance(exc, rexc.ClusterDownError):
         return str(exc).split(" ", 1)[0] in _UNAVAILABLE_REPLIES
     return isinstance(exc, _OUTAGE_ERRORS)
@@ -393,8 +395,12 @@ class TurnPipeline:
             for i, result in zip(missing, retried, strict=True):
                 results[i] = result
         failed = [r for r in results if isinstance(r, Exception) and is_outage(r)]
-        if failed and len(failed) == len(results):
-            raise failed[0]  # the server cannot serve: the guard counts an outage
+        if failed:
+            # A server that said it cannot serve (LOADING, a demoted master's READONLY, ...) may be the wrong one
+            # now: the held connection is let go, and the next pipeline's asks anew (Sentinel: where the master is).
+            await self._let_go()
+            if len(failed) == len(results):
+                raise failed[0]  # the server cannot serve: the guard counts an outage
         # Some calls could not be served (a cluster node down): those callers alone are told so.
         return [Unavailable(f"{type(r).__name__}: {r}") if r in failed else r for r in results]
 
@@ -426,22 +432,20 @@ class TurnPipeline:
                     except rexc.ConnectionError:  # an idle connection the server closed: once more on a fresh one
                         await connection.disconnect()
                         await _write(connection, payload)
-                    replies = await _read_replies(connection, len(commands))
+                    return await _read_replies(connection, len(commands))
             except TimeoutError:
                 raise rexc.TimeoutError("Timeout talking to redis") from None
         except BaseException:
-            self._connection = None
-            await connection.disconnect()  # replies may still be on their way: never reuse it
-            await pool.release(connection)
+            await self._let_go()  # replies may still be on their way: never reuse it
             raise
-        if any(isinstance(reply, rexc.ResponseError) and is_outage(reply) for reply in replies):
-            # A server that says it cannot serve (a demoted master's READONLY, LOADING, ...): the connection is
-            # in step but may point at the wrong server, so the next pipeline takes a fresh one (which asks the
-            # sentinels where the master is now), as redis-py's own reply path does for READONLY.
-            self._connection = None
+
+    async def _let_go(self) -> None:
+        """Close the held connection and give it back to the pool; the next pipeline takes a fresh one."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            assert isinstance(self._client, aioredis.Redis)  # only a plain client's pipelines hold a connection
             await connection.disconnect()
-            await pool.release(connection)
-        return replies
+            await self._client.connection_pool.release(connection)
 
     async def drain(self) -> None:
         self._flush_deferred()
